@@ -1,0 +1,5 @@
+import sys
+
+from hiast.cli import main
+
+sys.exit(main())
