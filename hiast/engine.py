@@ -1,0 +1,130 @@
+"""Shared training/inference plumbing: seeding, loaders, resolution handling, evaluation."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import sys
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from hiast.metrics import confusion_matrix
+from hiast.transforms import normalize
+
+log = logging.getLogger(__name__)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader worker init: numpy and random follow torch's per-worker seed (the official code forgot)."""
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def device_of(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def make_loader(dataset, batch_size: int, shuffle: bool, seed: int, workers: int = 0,
+                drop_last: bool = False) -> torch.utils.data.DataLoader:
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers, drop_last=drop_last,
+        worker_init_fn=seed_worker, generator=generator, persistent_workers=workers > 0,
+        collate_fn=collate)
+
+
+def collate(items: list[dict]) -> dict:
+    out = {}
+    for key in items[0]:
+        values = [item[key] for item in items]
+        if isinstance(values[0], torch.Tensor):
+            out[key] = torch.stack([v.as_subclass(torch.Tensor) for v in values])
+        elif isinstance(values[0], (int, np.integer)):
+            out[key] = torch.tensor(values)
+        else:
+            out[key] = values
+    return out
+
+
+def forever(loader) -> Iterator[dict]:
+    """Iterate a loader endlessly (a new shuffled epoch each pass)."""
+    while True:
+        yield from loader
+
+
+def to_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """uint8 [B, 3, H, W] -> normalised float on `device`."""
+    return normalize()(images.to(device, non_blocking=True))
+
+
+def upsample(logits: torch.Tensor, size) -> torch.Tensor:
+    return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, images: torch.Tensor, input_size=None, out_size=None,
+            flip: bool = False, scales=(1.0,)) -> torch.Tensor:
+    """Softmax probabilities [B, C, *out_size] for normalised images, averaged over scales and flips.
+
+    Images are resized to `input_size` x scale (the official evaluation resizes to 768x1536) and the
+    logits upsampled bilinearly to `out_size` (default: the images' own size).
+    """
+    out_size = tuple(out_size or images.shape[-2:])
+    base = tuple(input_size or images.shape[-2:])
+    total = None
+    for scale in scales:
+        size = (max(8, round(base[0] * scale)), max(8, round(base[1] * scale)))
+        resized = images if size == tuple(images.shape[-2:]) else F.interpolate(
+            images, size=size, mode="bilinear", align_corners=False)
+        views = [resized, resized.flip(-1)] if flip else [resized]
+        for k, view in enumerate(views):
+            probs = upsample(model(view), out_size).softmax(1)
+            probs = probs.flip(-1) if k else probs
+            total = probs if total is None else total + probs
+    return total / (len(scales) * (2 if flip else 1))
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, dataset, num_classes: int, device: torch.device, batch_size: int = 4,
+             input_size=None, flip: bool = False, scales=(1.0,), workers: int = 0,
+             on_batch=None) -> torch.Tensor:
+    """The confusion matrix [C, C] of `model` over the whole `dataset` (labels at full resolution).
+
+    `on_batch(batch, predictions)` is called for each batch (e.g. to save colour masks).
+    """
+    was_training = model.training
+    model.eval()
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
+    loader = make_loader(dataset, batch_size, shuffle=False, seed=0, workers=workers)
+    for batch in progress(loader, "evaluate"):
+        labels = batch["label"]
+        probs = predict(model, to_input(batch["image"], device), input_size, labels.shape[-2:], flip, scales)
+        predictions = probs.argmax(1).cpu()
+        confusion += confusion_matrix(labels, predictions, num_classes)
+        if on_batch is not None:
+            on_batch(batch, predictions)
+    model.train(was_training)
+    return confusion
+
+
+def progress(iterable, desc: str, total: int | None = None, **kwargs):
+    """tqdm with a rate and time left; in a log file (not a terminal) it prints whole lines now and then."""
+    from tqdm import tqdm
+    interactive = sys.stderr.isatty()
+    return tqdm(iterable, desc=desc, total=total, dynamic_ncols=interactive, ascii=not interactive,
+                mininterval=0.5 if interactive else 30.0, disable=os.environ.get("HIAST_NO_PROGRESS") == "1",
+                **kwargs)
