@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 
 def _cmd_generate(args: argparse.Namespace) -> None:
@@ -27,6 +28,17 @@ def _cmd_manifest(args: argparse.Namespace) -> None:
     datasets.write_manifest(table, args.output)
     print(f"{args.output}: {len(table)} images ({table.split.value_counts().to_dict()}), "
           f"{datasets.size_mismatches(table)} label(s) resized to their image size")
+
+
+def _cmd_bench_learnability(args: argparse.Namespace) -> None:
+    from hiast import learnability
+    from hiast.scenario import load_scenario
+    scenario = load_scenario(args.scenario)
+    result = learnability.run(scenario, args.output, device_name=args.device, seed=args.seed)
+    print(f"{args.output}: source held-out {result['metric']} {result['source_holdout_miou']:.1f}, "
+          f"source-only on target val {result['source_only_target_miou']:.1f}, oracle "
+          f"{result['oracle_target_miou']:.1f}, ratio {result['ratio_to_oracle']:.2f} "
+          f"({'meets' if result['passes'] else 'misses'} the >=50 / <=0.70 bar)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,6 +74,19 @@ def build_parser() -> argparse.ArgumentParser:
     man.add_argument("--splits", nargs="+", help="splits to scan (default: all of the dataset's)")
     man.add_argument("--workers", type=int, default=2)
     man.set_defaults(func=_cmd_manifest)
+
+    bench = sub.add_parser("bench", help="benchmarks (method results, speed); see BENCHMARKS.md")
+    bench_sub = bench.add_subparsers(dest="bench", required=True, metavar="BENCHMARK")
+    learn = bench_sub.add_parser(
+        "learnability", help="source-only vs oracle on a scenario (is the task learnable, is the gap real)",
+        description="Reads the scenario's source and target roots. Trains the scenario's model with its "
+                    "source-only warm-up budget on the source, then on the target's labels (the oracle); "
+                    "writes a JSON with held-out source mIoU, target-val mIoU of both, and their ratio.")
+    learn.add_argument("--scenario", required=True, help="config/scenarios/<name>.yaml")
+    learn.add_argument("--output", required=True, type=Path, help="JSON to write")
+    learn.add_argument("--device", default="auto")
+    learn.add_argument("--seed", type=int, default=None, help="default: the scenario's seed")
+    learn.set_defaults(func=_cmd_bench_learnability)
     return parser
 
 
@@ -70,10 +95,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    from hiast.config import ConfigError
     from hiast.datasets import DatasetError
+    from hiast.model import CheckpointError
     try:
         args.func(args)
-    except DatasetError as err:
+    except (DatasetError, ConfigError, CheckpointError) as err:
         print(f"hiast {args.command}: error: {err}", file=sys.stderr)
         return 2
     return 0
