@@ -122,8 +122,8 @@ _DOMAIN_SPECS: dict[str, dict] = {
         blur_sigma=0.0, sensor_noise=0.0, chroma_noise=0.0, horizon_range=(0.36, 0.50),
         camera_height=(1.5, 1.9), focal=(0.8, 0.95), road_half_width=(3.0, 8.0), sidewalk_width=(2.0, 4.5),
         terrain_prob=0.45, backdrop_prob=0.45, back_weights=(0.55, 0.33, 0.12),
-        front_weights=(0.45, 0.2, 0.15, 0.2), object_scale=1.0,
-        object_rates=(("car", 0.92, 1, 7), ("truck", 0.35, 1, 2), ("bus", 0.22, 1, 1), ("train", 0.16, 1, 1),
+        front_weights=(0.35, 0.25, 0.22, 0.18), object_scale=1.0,
+        object_rates=(("car", 0.92, 1, 7), ("truck", 0.3, 1, 1), ("bus", 0.22, 1, 1), ("train", 0.2, 1, 1),
                       ("person", 0.7, 1, 6), ("cyclist", 0.25, 1, 2), ("motorcyclist", 0.3, 1, 2),
                       ("bicycle", 0.2, 1, 2), ("motorcycle", 0.25, 1, 2), ("pole", 0.95, 2, 5),
                       ("traffic_light", 0.55, 1, 3), ("traffic_sign", 0.7, 1, 3), ("tree", 0.5, 1, 5)),
@@ -139,7 +139,7 @@ _DOMAIN_SPECS: dict[str, dict] = {
         blur_sigma=0.35, sensor_noise=0.0, chroma_noise=0.0, horizon_range=(0.12, 0.34),
         camera_height=(2.6, 5.0), focal=(0.65, 0.8), road_half_width=(3.5, 9.0), sidewalk_width=(3.0, 6.0),
         terrain_prob=0.4, backdrop_prob=0.55, back_weights=(0.6, 0.3, 0.1),
-        front_weights=(0.5, 0.25, 0.1, 0.15), object_scale=1.1,
+        front_weights=(0.4, 0.3, 0.15, 0.15), object_scale=1.1,
         object_rates=(("car", 0.9, 1, 7), ("truck", 0.0, 0, 0), ("bus", 0.3, 1, 1), ("train", 0.0, 0, 0),
                       ("person", 0.9, 2, 10), ("cyclist", 0.5, 1, 3), ("motorcyclist", 0.4, 1, 2),
                       ("bicycle", 0.3, 1, 2), ("motorcycle", 0.3, 1, 2), ("pole", 0.9, 2, 5),
@@ -157,7 +157,7 @@ _DOMAIN_SPECS: dict[str, dict] = {
         blur_sigma=1.1, sensor_noise=5.0, chroma_noise=1.5, horizon_range=(0.40, 0.47),
         camera_height=(1.2, 1.35), focal=(0.95, 1.05), road_half_width=(2.5, 6.5), sidewalk_width=(2.5, 5.0),
         terrain_prob=0.3, backdrop_prob=0.6, back_weights=(0.6, 0.32, 0.08),
-        front_weights=(0.5, 0.15, 0.2, 0.15), object_scale=0.9,
+        front_weights=(0.35, 0.22, 0.28, 0.15), object_scale=0.9,
         object_rates=(("car", 0.95, 2, 9), ("truck", 0.15, 1, 1), ("bus", 0.1, 1, 1), ("train", 0.08, 1, 1),
                       ("person", 0.85, 1, 9), ("cyclist", 0.35, 1, 2), ("motorcyclist", 0.08, 1, 1),
                       ("bicycle", 0.4, 1, 4), ("motorcycle", 0.1, 1, 1), ("pole", 1.0, 3, 6),
@@ -174,7 +174,7 @@ _DOMAIN_SPECS: dict[str, dict] = {
         blur_sigma=1.4, sensor_noise=9.0, chroma_noise=3.0, horizon_range=(0.42, 0.52),
         camera_height=(1.3, 1.5), focal=(0.85, 0.95), road_half_width=(2.5, 6.0), sidewalk_width=(1.5, 3.5),
         terrain_prob=0.15, backdrop_prob=0.6, back_weights=(0.7, 0.22, 0.08),
-        front_weights=(0.55, 0.2, 0.1, 0.15), object_scale=0.95,
+        front_weights=(0.4, 0.28, 0.17, 0.15), object_scale=0.95,
         object_rates=(("car", 0.9, 1, 8), ("truck", 0.2, 1, 1), ("bus", 0.35, 1, 1), ("train", 0.05, 1, 1),
                       ("person", 0.7, 1, 6), ("cyclist", 0.4, 1, 2), ("motorcyclist", 0.1, 1, 1),
                       ("bicycle", 0.4, 1, 3), ("motorcycle", 0.1, 1, 1), ("pole", 0.9, 2, 5),
@@ -837,7 +837,7 @@ def _paint_sides(sc: _Scene, street: _Street) -> None:
             length = float(rng.uniform(5.0, 25.0))
             z1 = min(z + length, street.z_end)
             kind = ("none", "wall", "fence", "hedge")[int(rng.choice(4, p=fw / fw.sum()))]
-            if setback == 0.0 and kind != "none" and rng.random() < 0.6:
+            if setback == 0.0 and kind != "none" and rng.random() < 0.35:
                 kind = "none"   # buildings right on the sidewalk: little in front of them
             thick = 0.3
             x0, x1 = (xf - thick, xf) if sign < 0 else (xf, xf + thick)
@@ -992,7 +992,7 @@ def _draw_truck(sc: _Scene, obj: dict) -> None:
     X, Z = obj["X"], obj["Z"]
     s = sc.style.object_scale
     width = rng.uniform(2.3, 2.55) * s
-    cargo_len = rng.uniform(5.0, 9.0) * s
+    cargo_len = rng.uniform(4.5, 8.0) * s
     cab_len = rng.uniform(1.8, 2.3) * s
     height = rng.uniform(3.0, 3.9) * s
     cab_h = rng.uniform(2.6, 3.0) * s

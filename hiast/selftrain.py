@@ -1,0 +1,220 @@
+"""One self-training round: pseudo-labelled target images (+ HPLA copy-paste) -> student and EMA teacher.
+
+Per iteration (reference §1.3-1.4): the student sees the strong view (weak crop + CCA) for every loss:
+CE on pseudo-labels, KL-to-uniform on the pseudo-labelled pixels (RAR smoothing), entropy on the other
+pixels (RAR sharpening), and soft cross-entropy to the EMA teacher's softmax on the weak view, on the pixels
+without pseudo-label. The teacher is re-initialised from the student at the start of the round and follows
+it by EMA (0.999) every iteration, buffers copied.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision import tv_tensors
+
+from hiast import bank as hpla
+from hiast import checkpoint, engine, losses
+from hiast.classes import IGNORE
+from hiast.datasets import SegmentationDataset, resize_nearest
+from hiast.model import param_groups
+from hiast.sampling import IterationBatchSampler, SeededItems
+from hiast.scenario import BankConfig, SelfTrainConfig
+from hiast.transforms import cca, ms
+
+log = logging.getLogger(__name__)
+
+
+class Diverged(RuntimeError):
+    """A NaN or infinite loss: training stopped, the last good state kept."""
+
+
+class PseudoLabelledTarget:
+    """Target train images with their pseudo-labels, HPLA copy-paste, and the weak / strong views.
+
+    `item(index, rng)` returns {"weak", "strong": uint8 [3, h, w], "label": uint8 [h, w], "pasted": bool
+    [h, w], "index"}; all randomness comes from `rng` and torch's (seeded) generator.
+    """
+
+    def __init__(self, images: SegmentationDataset, pseudo_labels, bank=None, bank_cfg: BankConfig | None = None,
+                 scale: float = 1.0, strong: bool = True):
+        if len(pseudo_labels) != len(images):
+            raise ValueError(f"{len(pseudo_labels)} pseudo-labels for {len(images)} images")
+        self.images, self.pseudo, self.bank = images, pseudo_labels, bank
+        self.bank_cfg = bank_cfg or BankConfig(enabled=False)
+        self.weak_view, self.strong_view = ms(scale), (cca(scale) if strong else None)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        image, _ = self.images.load(index)
+        labels = resize_nearest(self.pseudo.labels(index), *image.shape[:2])
+        return image, labels
+
+    def copy_paste(self, image: np.ndarray, labels: np.ndarray, rng: np.random.Generator):
+        """HPLA: paste hard-class regions of donor images (reference §1.2); returns image, labels, mask."""
+        pasted = np.zeros(labels.shape, dtype=bool)
+        cfg, bank = self.bank_cfg, self.bank
+        if bank is None or not cfg.enabled or len(bank.hard_classes) == 0 or rng.random() >= cfg.probability:
+            return image, labels, pasted
+        hard = [int(c) for c in bank.hard_classes]
+        covered: set[int] = set()
+        for _ in range(cfg.max_donors):
+            cls = hpla.sample_class(rng, bank.sampling_prob)
+            image_index, _pixels = bank.donors[cls]
+            if len(image_index) == 0:
+                continue
+            donor = int(image_index[rng.integers(len(image_index))])
+            (top, left, bottom, right), rgb, region_labels = bank.region(donor)
+            if bottom > labels.shape[0] or right > labels.shape[1]:
+                raise ValueError(f"bank region of image {donor} {top, left, bottom, right} exceeds the image "
+                                 f"size {labels.shape}: the bank was built for another base size")
+            classes = hard if cfg.paste == "all_hard" else [cls]
+            window = (slice(top, bottom), slice(left, right))
+            new_image, new_labels, mask = hpla.paste(image[window], labels[window], rgb, region_labels, classes)
+            image, labels = image.copy(), labels.copy()
+            image[window], labels[window] = new_image, new_labels
+            pasted[window] |= np.asarray(mask, dtype=bool)
+            covered |= set(np.unique(region_labels[np.isin(region_labels, classes)]).tolist())
+            if len(covered) >= 0.5 * len(hard):
+                break
+        return image, labels, pasted
+
+    def item(self, index: int, rng: np.random.Generator) -> dict:
+        image, labels = self.load(index)
+        image, labels, pasted = self.copy_paste(image, labels, rng)
+        stacked = torch.from_numpy(np.stack([labels, pasted.astype(np.uint8)]))
+        weak, masks = self.weak_view(tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)),
+                                     tv_tensors.Mask(stacked))
+        strong = self.strong_view(weak) if self.strong_view is not None else weak
+        return {"weak": weak, "strong": strong, "label": masks[0], "pasted": masks[1].bool(), "index": index}
+
+
+@torch.no_grad()
+def ema_update(teacher: torch.nn.Module, student: torch.nn.Module, momentum: float) -> None:
+    """teacher <- momentum * teacher + (1 - momentum) * student for parameters; buffers copied."""
+    for t, s in zip(teacher.parameters(), student.parameters()):
+        t.mul_(momentum).add_(s.detach(), alpha=1 - momentum)
+    for t, s in zip(teacher.buffers(), student.buffers()):
+        t.copy_(s)
+
+
+def region_mask(labels: torch.Tensor, region: str) -> torch.Tensor:
+    confident = labels != IGNORE
+    return {"ignored": ~confident, "confident": confident, "all": torch.ones_like(confident)}[region]
+
+
+@dataclass
+class StepLosses:
+    total: torch.Tensor
+    terms: dict[str, float]
+
+
+def student_losses(student_logits: torch.Tensor, labels: torch.Tensor, teacher_probs: torch.Tensor | None,
+                   cfg: SelfTrainConfig) -> StepLosses:
+    """The HIAST objective on logits already upsampled to the labels' size."""
+    confident = labels != IGNORE
+    terms = {}
+    total = student_logits.sum() * 0.0
+    if cfg.ce_weight:
+        terms["ce"] = losses.pseudo_ce(student_logits, labels)
+        total = total + cfg.ce_weight * terms["ce"]
+    if cfg.kld_weight:
+        terms["kld"] = losses.kld_uniform(student_logits, confident)
+        total = total + cfg.kld_weight * terms["kld"]
+    if cfg.entropy_weight:
+        terms["entropy"] = losses.entropy(student_logits, ~confident)
+        total = total + cfg.entropy_weight * terms["entropy"]
+    if cfg.consistency_weight and teacher_probs is not None:
+        terms["consistency"] = losses.soft_ce(student_logits, teacher_probs,
+                                              region_mask(labels, cfg.consistency_region))
+        total = total + cfg.consistency_weight * terms["consistency"]
+    return StepLosses(total, {k: float(v.detach()) for k, v in terms.items()})
+
+
+def cosine_factor(iteration: int, total: int) -> float:
+    """CosineAnnealingLR(T_max=total, eta_min=0.001 lr) as a factor of each group's base lr."""
+    total = max(1, total)
+    return 0.001 + 0.999 * 0.5 * (1 + math.cos(math.pi * min(iteration, total) / total))
+
+
+def train_round(student: torch.nn.Module, data: PseudoLabelledTarget, cfg: SelfTrainConfig, device: torch.device,
+                seed: int, state_path: Path | None = None, desc: str = "self-training",
+                stop_after: int | None = None) -> tuple[torch.nn.Module, dict]:
+    """Self-train `student` in place; returns (teacher, history). Resumes from `state_path` if it holds a state.
+
+    `stop_after` (tests) simulates an interruption: save the state after that many iterations and raise
+    `checkpoint.Interrupted`, as a signal would.
+    """
+    student.to(device).train()
+    teacher = copy.deepcopy(student).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    optimizer = torch.optim.Adam(param_groups(student, cfg.lr, cfg.head_lr_mult), lr=cfg.lr,
+                                 betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+    factor = (lambda it: cosine_factor(it, cfg.iterations)) if cfg.schedule == "cosine" else (lambda it: 1.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    history: dict[str, list[float]] = {}
+    start = 0
+    saved = checkpoint.load_state(state_path) if state_path else None
+    if saved is not None:
+        student.load_state_dict(saved["student"])
+        teacher.load_state_dict(saved["teacher"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        history = {k: list(v) for k, v in saved["history"].items()}
+        start = int(saved["iteration"])
+        log.info("%s: resuming at iteration %d from %s", desc, start, state_path)
+
+    def save(iteration: int) -> None:
+        if state_path is not None:
+            checkpoint.save_state(state_path, {
+                "student": student.state_dict(), "teacher": teacher.state_dict(),
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "iteration": iteration, "history": history})
+
+    sampler = IterationBatchSampler(len(data), cfg.batch_size, seed, start=start, stop=cfg.iterations)
+    loader = torch.utils.data.DataLoader(SeededItems(data), batch_sampler=sampler, num_workers=cfg.workers,
+                                         collate_fn=engine.collate)
+    last_good = start
+    with checkpoint.StopFlag() as flag:
+        for iteration, batch in zip(engine.progress(range(start, cfg.iterations), desc, total=len(sampler)), loader):
+            labels = batch["label"].to(device).long()
+            strong = engine.to_input(batch["strong"], device)
+            logits = engine.upsample(student(strong), labels.shape[-2:])
+            teacher_probs = None
+            if cfg.consistency_weight:
+                with torch.no_grad():
+                    weak = engine.to_input(batch["weak"], device)
+                    teacher_probs = engine.upsample(teacher(weak), labels.shape[-2:]).softmax(1)
+            step = student_losses(logits, labels, teacher_probs, cfg)
+            if not torch.isfinite(step.total):
+                raise Diverged(f"{desc}: non-finite loss at iteration {iteration} "
+                               f"(terms: {', '.join(f'{k}={v:.4g}' for k, v in step.terms.items())}); "
+                               f"the last good state (iteration {last_good}) is kept in {state_path}")
+            optimizer.zero_grad(set_to_none=True)
+            step.total.backward()
+            optimizer.step()
+            scheduler.step()
+            ema_update(teacher, student, cfg.ema_momentum)
+            for key, value in {"loss": float(step.total.detach()), **step.terms}.items():
+                history.setdefault(key, []).append(value)
+            done = iteration + 1
+            if cfg.log_every and done % cfg.log_every == 0:
+                log.info("%s it %d/%d %s", desc, done, cfg.iterations,
+                         " ".join(f"{k} {np.mean(v[-cfg.log_every:]):.4f}" for k, v in history.items()))
+            if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.iterations:
+                save(done)
+                last_good = done
+            if flag.stop or (stop_after is not None and done >= stop_after and done < cfg.iterations):
+                save(done)
+                raise checkpoint.Interrupted(f"{desc}: stopped at iteration {done}; state saved to {state_path}")
+    return teacher, history

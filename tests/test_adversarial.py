@@ -1,0 +1,221 @@
+"""Output-space adversarial warm-up: discriminator, D inputs, GAN losses, the two steps, training (CPU, tiny)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import pytest
+import torch
+
+from hiast import engine
+from hiast.adversarial import (Discriminator, build_discriminator, discriminator_input, discriminator_step,
+                               gan_loss, generator_step, make_optimizers, mean_entropy, self_information,
+                               train_adversarial)
+from hiast.model import build_model
+from hiast.scenario import AdversarialStage
+
+C = 19
+
+
+class FakeSegData(torch.utils.data.Dataset):
+    """Random uint8 images [3, 64, 128]; random train-id labels, or all 255 (unlabelled target)."""
+
+    def __init__(self, n: int = 4, seed: int = 0, labelled: bool = True):
+        g = torch.Generator().manual_seed(seed)
+        self.images = torch.randint(0, 256, (n, 3, 64, 128), generator=g, dtype=torch.uint8)
+        if labelled:
+            self.labels = torch.randint(0, C, (n, 64, 128), generator=g, dtype=torch.uint8)
+        else:
+            self.labels = torch.full((n, 64, 128), 255, dtype=torch.uint8)
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return {"image": self.images[i], "label": self.labels[i]}
+
+
+def _stage(**kw) -> AdversarialStage:
+    base = dict(iterations=3, batch_size=2, lr=1e-4, discriminator_lr=1e-4, log_every=1)
+    base.update(kw)
+    return AdversarialStage(**base)
+
+
+def _model(seed: int = 0):
+    torch.manual_seed(seed)
+    return build_model("resnet18", C, freeze_bn=True)
+
+
+def _params(module):
+    return {k: v.detach().clone() for k, v in module.named_parameters()}
+
+
+def _same(a: dict, b: dict) -> bool:
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
+# ----------------------------------------------------------------------------------------- discriminator
+
+
+def test_discriminator_output_shape_and_layout():
+    d = Discriminator(C)
+    out = d(torch.rand(1, C, 64, 128))
+    assert out.shape == (1, 1, 2, 4)
+    assert [m.out_channels for m in (d.conv1, d.conv2, d.conv3, d.conv4, d.classifier)] == [64, 128, 256, 512, 1]
+    for m in (d.conv1, d.conv2, d.conv3, d.conv4, d.classifier):
+        assert m.kernel_size == (4, 4) and m.stride == (2, 2) and m.padding == (1, 1)
+
+
+def test_discriminator_refuses_too_small_input():
+    with pytest.raises(ValueError, match="upsampled"):
+        Discriminator(C)(torch.rand(1, C, 8, 16))  # 1/8-resolution logits of a 64x128 image
+
+
+def test_build_discriminator_seeded_is_reproducible_and_keeps_global_rng():
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    a, b = build_discriminator(C, seed=5), build_discriminator(C, seed=5)
+    assert _same(_params(a), _params(b))
+    assert torch.equal(torch.get_rng_state(), state)
+    assert not _same(_params(a), _params(build_discriminator(C, seed=6)))
+
+
+# ------------------------------------------------------------------------------------------------ maps
+
+
+def test_self_information_uniform_and_confident():
+    uniform = torch.zeros(1, C, 2, 3)
+    info = self_information(uniform)
+    assert torch.allclose(info, torch.full_like(info, 1 / C))   # -(1/C) log(1/C) / log C
+    assert torch.allclose(info.sum(1), torch.ones(1, 2, 3))     # normalised entropy 1
+    confident = torch.zeros(1, C, 2, 3)
+    confident[:, 4] = 50.0
+    assert self_information(confident).sum(1).max() < 1e-12
+    assert math.isclose(float(mean_entropy(uniform)), 1.0, rel_tol=1e-6)
+    # two classes at 1/2 each: entropy log 2 / log C
+    half = torch.full((1, C, 1, 1), -1e4)
+    half[:, :2] = 0.0
+    assert math.isclose(float(mean_entropy(half)), math.log(2) / math.log(C), rel_tol=1e-5)
+
+
+def test_discriminator_input_upsamples_then_maps():
+    logits = torch.randn(2, C, 8, 16)
+    soft = discriminator_input(logits, (64, 128), "softmax")
+    assert soft.shape == (2, C, 64, 128)
+    assert torch.allclose(soft.sum(1), torch.ones(2, 64, 128), atol=1e-5)
+    ent = discriminator_input(logits, (64, 128), "entropy")
+    assert ent.shape == (2, C, 64, 128) and (ent >= 0).all() and (ent.sum(1) <= 1 + 1e-5).all()
+    assert torch.allclose(ent, self_information(engine.upsample(logits, (64, 128))))
+    with pytest.raises(ValueError):
+        discriminator_input(logits, None, "logits")
+
+
+def test_gan_loss_hand_values():
+    half = torch.full((2, 1, 2, 4), 0.5)
+    assert math.isclose(float(gan_loss(half, True, "lsgan")), 0.25)
+    assert math.isclose(float(gan_loss(half, False, "lsgan")), 0.25)
+    assert math.isclose(float(gan_loss(torch.ones(1, 1, 2, 2), True, "lsgan")), 0.0)
+    zero = torch.zeros(1, 1, 2, 4)
+    assert math.isclose(float(gan_loss(zero, True, "bce")), math.log(2), rel_tol=1e-6)
+    assert math.isclose(float(gan_loss(zero, False, "bce")), math.log(2), rel_tol=1e-6)
+    # a confident "source" score is cheap against the source label, dear against the target label
+    high = torch.full((1, 1, 1, 1), 5.0)
+    assert float(gan_loss(high, True, "bce")) < 0.01 < 5.0 < float(gan_loss(high, False, "bce"))
+    with pytest.raises(ValueError):
+        gan_loss(zero, True, "wgan")
+
+
+# ----------------------------------------------------------------------------------------------- steps
+
+
+def _batch(seed=0):
+    src, tgt = FakeSegData(2, seed), FakeSegData(2, seed + 1, labelled=False)
+    return (engine.to_input(src.images, torch.device("cpu")), src.labels,
+            engine.to_input(tgt.images, torch.device("cpu")))
+
+
+@pytest.mark.parametrize("kind", ["softmax", "entropy"])
+def test_generator_step_updates_model_only(kind):
+    stage = _stage(discriminator_input=kind, target_entropy_weight=0.1)
+    model, d = _model().train(), build_discriminator(C, seed=0)
+    seg_opt, _ = make_optimizers(model, d, stage)
+    before_m, before_d = _params(model), _params(d)
+    out = generator_step(model, d, seg_opt, *_batch(), stage)
+    assert all(math.isfinite(v) for v in (out.seg, out.adv, out.entropy))
+    assert 0.0 <= out.entropy <= 1.0
+    assert not _same(before_m, _params(model))
+    assert _same(before_d, _params(d))
+    assert all(p.requires_grad and p.grad is None for p in d.parameters())  # unfrozen again, no grads
+    assert out.source_input.shape == out.target_input.shape == (2, C, 64, 128)
+    assert not out.source_input.requires_grad and not out.target_input.requires_grad
+
+
+def test_discriminator_step_updates_discriminator_only():
+    stage = _stage()
+    model, d = _model().train(), build_discriminator(C, seed=0)
+    seg_opt, d_opt = make_optimizers(model, d, stage)
+    out = generator_step(model, d, seg_opt, *_batch(), stage)
+    before_m, before_d = _params(model), _params(d)
+    d_loss = discriminator_step(d, d_opt, out.source_input, out.target_input, stage)
+    assert math.isfinite(d_loss)
+    assert _same(before_m, _params(model))
+    assert not _same(before_d, _params(d))
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_discriminator_step_learns_to_separate():
+    stage = _stage(gan_loss="bce", discriminator_lr=1e-3)
+    d = build_discriminator(C, seed=0)
+    _, d_opt = make_optimizers(_model(), d, stage)
+    src = torch.zeros(2, C, 64, 64)
+    src[:, 0] = 1.0
+    tgt = torch.full((2, C, 64, 64), 1 / C)
+    losses = [discriminator_step(d, d_opt, src, tgt, stage) for _ in range(20)]
+    assert losses[-1] < losses[0]
+    with torch.no_grad():
+        assert d(src).mean() > d(tgt).mean()
+
+
+# -------------------------------------------------------------------------------------------- training
+
+
+def _run(stage, seed=0):
+    model = _model()
+    before = _params(model)
+    hist = train_adversarial(model, FakeSegData(4, 0), FakeSegData(4, 1, labelled=False), stage,
+                             torch.device("cpu"), seed=seed)
+    return model, before, hist
+
+
+@pytest.mark.parametrize("kind, loss", [("softmax", "lsgan"), ("softmax", "bce"), ("entropy", "lsgan"),
+                                        ("entropy", "bce")])
+def test_train_adversarial_runs(kind, loss):
+    stage = _stage(discriminator_input=kind, gan_loss=loss, target_entropy_weight=0.05)
+    model, before, hist = _run(stage)
+    assert set(hist) == {"seg", "adv", "d_loss", "entropy"}
+    for values in hist.values():
+        assert len(values) == 3 and all(math.isfinite(v) for v in values)
+    assert not _same(before, _params(model))
+
+
+def test_train_adversarial_is_deterministic():
+    stage = _stage(iterations=2)
+    a, _, hist_a = _run(stage, seed=3)
+    b, _, hist_b = _run(stage, seed=3)
+    assert _same(_params(a), _params(b))
+    assert hist_a == hist_b
+
+
+def test_train_adversarial_keeps_a_given_discriminator_and_zero_iterations():
+    d = build_discriminator(C, seed=0)
+    before_d = _params(d)
+    model = _model()
+    hist = train_adversarial(model, FakeSegData(2, 0), FakeSegData(2, 1, labelled=False), _stage(iterations=1),
+                             torch.device("cpu"), discriminator=d)
+    assert not _same(before_d, _params(d))
+    before = _params(model)
+    hist = train_adversarial(model, FakeSegData(2, 0), FakeSegData(2, 1), replace(_stage(), iterations=0),
+                             torch.device("cpu"))
+    assert hist == {"seg": [], "adv": [], "d_loss": [], "entropy": []}
+    assert _same(before, _params(model))
