@@ -26,6 +26,11 @@ class Interrupted(RuntimeError):
     exit_code = 75  # EX_TEMPFAIL: the job is requeueable
 
 
+class Diverged(RuntimeError):
+    """A NaN or infinite loss: training stopped with the iteration and loss terms named; the last good
+    state file is left as it was."""
+
+
 class StopFlag:
     """Records SIGTERM / SIGUSR2 so the training loop can stop at the next iteration boundary."""
 

@@ -41,6 +41,81 @@ def _cmd_bench_learnability(args: argparse.Namespace) -> None:
           f"({'meets' if result['passes'] else 'misses'} the >=50 / <=0.70 bar)")
 
 
+def _stage_setup(args: argparse.Namespace):
+    """The scenario slice a rule passed, torch threads, and the device."""
+    import torch
+    from hiast import engine
+    from hiast.workflow import scenario_from_json
+    torch.set_num_threads(args.threads)
+    scenario = scenario_from_json(args.config)
+    return scenario, engine.device_of(args.device if args.device != "auto" else scenario.device)
+
+
+def _cmd_warmup(args):
+    from hiast import stages
+    scenario, device = _stage_setup(args)
+    stages.warmup(scenario, args.source_manifest, args.target_manifest, args.output, args.state_dir, device)
+    print(f"wrote {args.output}")
+
+
+def _cmd_pseudo(args):
+    from hiast import stages
+    scenario, device = _stage_setup(args)
+    stages.pseudo_labels(scenario, args.round, args.model, args.manifest, args.output, device)
+    print(f"wrote {args.output}")
+
+
+def _cmd_bank(args):
+    from hiast import stages
+    scenario, _ = _stage_setup(args)
+    stages.instance_bank(scenario, args.round, args.pseudo_labels, args.manifest, args.output)
+    print(f"wrote {args.output}")
+
+
+def _cmd_train(args):
+    from hiast import stages
+    scenario, device = _stage_setup(args)
+    stages.self_train(scenario, args.round, args.init, args.pseudo_labels, args.bank, args.manifest,
+                      args.output, args.teacher_output, args.state_dir, device)
+    print(f"wrote {args.output} and {args.teacher_output}")
+
+
+def _cmd_eval(args):
+    from hiast import stages
+    scenario, device = _stage_setup(args)
+    models = {}
+    for item in args.model:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise SystemExit(f"--model {item!r}: expected NAME=PATH")
+        models[name] = Path(path)
+    table = stages.evaluate(scenario, args.manifest, models, args.output, args.masks, device)
+    print(table[["model", *scenario.metrics]].to_string(index=False, float_format="%.2f"))
+    print(f"wrote {args.output}")
+
+
+def _cmd_summary(args):
+    from hiast import stages
+    from hiast.workflow import scenario_from_json
+    scenario = scenario_from_json(args.config)
+    table = stages.summary(scenario, args.warmup, args.rounds, args.output)
+    print(table[["stage", "model", *scenario.metrics]].to_string(index=False, float_format="%.2f"))
+
+
+def _cmd_table(args):
+    from hiast import stages
+    print(stages.results_table(args.summaries, args.output, args.reported))
+    print(f"results table: {args.output}")
+
+
+def _add_stage_options(parser: argparse.ArgumentParser, threads: bool = True) -> None:
+    parser.add_argument("--config", required=True,
+                        help="the scenario slice as JSON (the rule's params; unset parts take defaults)")
+    if threads:
+        parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+        parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: the config's)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hiast",
@@ -75,6 +150,81 @@ def build_parser() -> argparse.ArgumentParser:
     man.add_argument("--workers", type=int, default=2)
     man.set_defaults(func=_cmd_manifest)
 
+    p = sub.add_parser("warmup", help="warm-up: source-only then adversarial training",
+                       description="Reads the source and target manifests (and their images). Writes the "
+                                   "warm-up weights (a plain state dict); resumable state under --state-dir.")
+    _add_stage_options(p)
+    p.add_argument("--source-manifest", required=True, type=Path)
+    p.add_argument("--target-manifest", required=True, type=Path)
+    p.add_argument("--output", required=True, type=Path)
+    p.add_argument("--state-dir", required=True, type=Path)
+    p.set_defaults(func=_cmd_warmup)
+
+    p = sub.add_parser("pseudo", help="pseudo-labels of the target train split (IAS, CBST, CT or NT)",
+                       description="Reads a model's weights and the target manifest. Writes pseudo_labels.h5: "
+                                   "image_ids, labels [N,H,W] uint8 (255 = none), thresholds [N,C], attributes "
+                                   "policy, alpha, beta, gamma, num_classes, class_mean_conf.")
+    _add_stage_options(p)
+    p.add_argument("--round", required=True, type=int)
+    p.add_argument("--model", required=True, type=Path)
+    p.add_argument("--manifest", required=True, type=Path)
+    p.add_argument("--output", required=True, type=Path)
+    p.set_defaults(func=_cmd_pseudo)
+
+    p = sub.add_parser("bank", help="hard-class instance bank (HPLA) from the pseudo-labels",
+                       description="Reads pseudo_labels.h5 and the target images. Writes instance_bank.h5: "
+                                   "hard_classes, class_mean_conf, sampling_prob, donors/<class>, donor regions.")
+    _add_stage_options(p, threads=False)
+    p.add_argument("--round", required=True, type=int)
+    p.add_argument("--pseudo-labels", required=True, type=Path)
+    p.add_argument("--manifest", required=True, type=Path)
+    p.add_argument("--output", required=True, type=Path)
+    p.set_defaults(func=_cmd_bank)
+
+    p = sub.add_parser("train", help="one self-training round (student + EMA teacher)",
+                       description="Reads the initial student weights, pseudo_labels.h5, instance_bank.h5 and "
+                                   "the target images. Writes the student and teacher weights; resumable state "
+                                   "under --state-dir (saved on SIGTERM / SIGUSR2 and every few hundred "
+                                   "iterations).")
+    _add_stage_options(p)
+    p.add_argument("--round", required=True, type=int)
+    p.add_argument("--init", required=True, type=Path)
+    p.add_argument("--pseudo-labels", required=True, type=Path)
+    p.add_argument("--bank", required=True, type=Path)
+    p.add_argument("--manifest", required=True, type=Path)
+    p.add_argument("--output", required=True, type=Path)
+    p.add_argument("--teacher-output", required=True, type=Path)
+    p.add_argument("--state-dir", required=True, type=Path)
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate models on the target val split -> eval.csv",
+                       description="Reads model weights and the target manifest. Writes eval.csv (a row per "
+                                   "model; columns: model, the scenario's metrics, per-class IoU in percent) "
+                                   "and a few colour masks under --masks.")
+    _add_stage_options(p)
+    p.add_argument("--manifest", required=True, type=Path)
+    p.add_argument("--model", required=True, action="append", metavar="NAME=PATH")
+    p.add_argument("--output", required=True, type=Path)
+    p.add_argument("--masks", type=Path, default=None)
+    p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("summary", help="a scenario's summary.csv from its eval.csv files",
+                       description="Reads warmup/eval.csv and round_<r>/eval.csv. Writes summary.csv: a row "
+                                   "per stage and model, columns = the scenario's metrics and per-class IoU.")
+    _add_stage_options(p, threads=False)
+    p.add_argument("--warmup", required=True, type=Path)
+    p.add_argument("--rounds", nargs="*", type=Path, default=[])
+    p.add_argument("--output", required=True, type=Path)
+    p.set_defaults(func=_cmd_summary)
+
+    p = sub.add_parser("table", help="results/summary.md across scenarios",
+                       description="Reads the scenarios' summary.csv. Writes a markdown table: rows = "
+                                   "scenarios, columns = mIoU-19, mIoU-16, mIoU-13, mIoU-9.")
+    p.add_argument("summaries", nargs="+", type=Path)
+    p.add_argument("--output", required=True, type=Path)
+    p.add_argument("--reported", default="student", help="the model reported per round (student or teacher)")
+    p.set_defaults(func=_cmd_table)
+
     bench = sub.add_parser("bench", help="benchmarks (method results, speed); see BENCHMARKS.md")
     bench_sub = bench.add_subparsers(dest="bench", required=True, metavar="BENCHMARK")
     learn = bench_sub.add_parser(
@@ -97,12 +247,17 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     from hiast.config import ConfigError
     from hiast.datasets import DatasetError
+    from hiast.checkpoint import Diverged, Interrupted
+    from hiast.h5io import H5FormatError
     from hiast.model import CheckpointError
     try:
         args.func(args)
-    except (DatasetError, ConfigError, CheckpointError) as err:
+    except (DatasetError, ConfigError, CheckpointError, H5FormatError, Diverged) as err:
         print(f"hiast {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except Interrupted as err:
+        print(f"hiast {args.command}: {err}; rerun the same command to resume", file=sys.stderr)
+        return Interrupted.exit_code
     return 0
 
 

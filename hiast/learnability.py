@@ -20,25 +20,19 @@ from hiast.classes import METRIC_CLASSES
 from hiast.imageio import atomic_path
 from hiast.model import build_model
 from hiast.scenario import Scenario
-from hiast.supervised import SupervisedConfig, train_supervised
+from hiast.supervised import train_supervised
 from hiast.transforms import ms
 
 log = logging.getLogger(__name__)
-
-
-def supervised_config(scenario: Scenario) -> SupervisedConfig:
-    stage = scenario.warmup.source_only
-    return SupervisedConfig(iterations=stage.iterations, batch_size=stage.batch_size, lr=stage.lr,
-                            head_lr_mult=stage.head_lr_mult, weight_decay=stage.weight_decay, betas=stage.betas,
-                            schedule=stage.schedule, workers=stage.workers, log_every=stage.log_every)
 
 
 def _fit(scenario: Scenario, rows, device, seed: int, desc: str):
     engine.seed_everything(seed)
     model = build_model(scenario.model.backbone, scenario.num_classes, pretrained=scenario.model.pretrained,
                         aspp_dilations=scenario.model.aspp_dilations, freeze_bn=scenario.model.freeze_bn)
-    data = prepare.dataset(scenario, rows, transform=ms(scenario.scale))
-    losses = train_supervised(model, data, supervised_config(scenario), device, seed=seed, desc=desc)
+    data = prepare.dataset(scenario, rows)
+    losses = train_supervised(model, data, ms(scenario.scale), scenario.warmup.source_only, device, seed=seed,
+                              desc=desc)
     return model, losses
 
 

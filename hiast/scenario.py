@@ -49,6 +49,7 @@ class SupervisedStage:
     schedule: str = field("constant", choices=("cosine", "constant"))
     workers: int = field(0, low=0)
     log_every: int = field(100, low=0)
+    checkpoint_every: int = field(500, low=0)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,15 +24,11 @@ from hiast import checkpoint, engine, losses
 from hiast.classes import IGNORE
 from hiast.datasets import SegmentationDataset, resize_nearest
 from hiast.model import param_groups
-from hiast.sampling import IterationBatchSampler, SeededItems
+from hiast.supervised import iteration_loader, lr_factor
 from hiast.scenario import BankConfig, SelfTrainConfig
 from hiast.transforms import cca, ms
 
 log = logging.getLogger(__name__)
-
-
-class Diverged(RuntimeError):
-    """A NaN or infinite loss: training stopped, the last good state kept."""
 
 
 class PseudoLabelledTarget:
@@ -140,12 +135,6 @@ def student_losses(student_logits: torch.Tensor, labels: torch.Tensor, teacher_p
     return StepLosses(total, {k: float(v.detach()) for k, v in terms.items()})
 
 
-def cosine_factor(iteration: int, total: int) -> float:
-    """CosineAnnealingLR(T_max=total, eta_min=0.001 lr) as a factor of each group's base lr."""
-    total = max(1, total)
-    return 0.001 + 0.999 * 0.5 * (1 + math.cos(math.pi * min(iteration, total) / total))
-
-
 def train_round(student: torch.nn.Module, data: PseudoLabelledTarget, cfg: SelfTrainConfig, device: torch.device,
                 seed: int, state_path: Path | None = None, desc: str = "self-training",
                 stop_after: int | None = None) -> tuple[torch.nn.Module, dict]:
@@ -160,8 +149,7 @@ def train_round(student: torch.nn.Module, data: PseudoLabelledTarget, cfg: SelfT
         p.requires_grad_(False)
     optimizer = torch.optim.Adam(param_groups(student, cfg.lr, cfg.head_lr_mult), lr=cfg.lr,
                                  betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
-    factor = (lambda it: cosine_factor(it, cfg.iterations)) if cfg.schedule == "cosine" else (lambda it: 1.0)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg.schedule, cfg.iterations))
     history: dict[str, list[float]] = {}
     start = 0
     saved = checkpoint.load_state(state_path) if state_path else None
@@ -181,12 +169,10 @@ def train_round(student: torch.nn.Module, data: PseudoLabelledTarget, cfg: SelfT
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "iteration": iteration, "history": history})
 
-    sampler = IterationBatchSampler(len(data), cfg.batch_size, seed, start=start, stop=cfg.iterations)
-    loader = torch.utils.data.DataLoader(SeededItems(data), batch_sampler=sampler, num_workers=cfg.workers,
-                                         collate_fn=engine.collate)
+    loader = iteration_loader(data, cfg.batch_size, seed, start, cfg.iterations, cfg.workers)
     last_good = start
     with checkpoint.StopFlag() as flag:
-        for iteration, batch in zip(engine.progress(range(start, cfg.iterations), desc, total=len(sampler)), loader):
+        for iteration, batch in zip(engine.progress(range(start, cfg.iterations), desc), loader):
             labels = batch["label"].to(device).long()
             strong = engine.to_input(batch["strong"], device)
             logits = engine.upsample(student(strong), labels.shape[-2:])
@@ -197,7 +183,7 @@ def train_round(student: torch.nn.Module, data: PseudoLabelledTarget, cfg: SelfT
                     teacher_probs = engine.upsample(teacher(weak), labels.shape[-2:]).softmax(1)
             step = student_losses(logits, labels, teacher_probs, cfg)
             if not torch.isfinite(step.total):
-                raise Diverged(f"{desc}: non-finite loss at iteration {iteration} "
+                raise checkpoint.Diverged(f"{desc}: non-finite loss at iteration {iteration} "
                                f"(terms: {', '.join(f'{k}={v:.4g}' for k, v in step.terms.items())}); "
                                f"the last good state (iteration {last_good}) is kept in {state_path}")
             optimizer.zero_grad(set_to_none=True)

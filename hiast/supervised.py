@@ -3,29 +3,20 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import math
+from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from hiast import engine
+from hiast import checkpoint, engine
 from hiast.classes import IGNORE
 from hiast.model import param_groups
+from hiast.sampling import IterationBatchSampler, SeededItems
+from hiast.scenario import SupervisedStage
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class SupervisedConfig:
-    iterations: int = 2000
-    batch_size: int = 4
-    lr: float = 1e-4               # backbone; the head gets head_lr_mult x
-    head_lr_mult: float = 10.0
-    weight_decay: float = 5e-4
-    betas: tuple[float, float] = (0.9, 0.999)
-    schedule: str = "cosine"       # "cosine" (eta_min = 0.001 lr) or "constant"
-    workers: int = 0
-    log_every: int = 100
 
 
 def make_optimizer(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
@@ -33,16 +24,18 @@ def make_optimizer(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
                             weight_decay=cfg.weight_decay)
 
 
+def lr_factor(schedule: str, total: int):
+    """The schedule as a factor of each group's base lr (cosine: eta_min = 0.001 x the group's lr)."""
+    if schedule == "cosine":
+        total = max(1, total)
+        return lambda it: 0.001 + 0.999 * 0.5 * (1 + math.cos(math.pi * min(it, total) / total))
+    if schedule == "constant":
+        return lambda it: 1.0
+    raise ValueError(f"schedule: expected 'cosine' or 'constant', got {schedule!r}")
+
+
 def make_scheduler(optimizer: torch.optim.Optimizer, cfg) -> torch.optim.lr_scheduler.LRScheduler:
-    if cfg.schedule == "cosine":
-        # eta_min is per group in the official code (0.001 x each group's lr): a lambda keeps the ratio.
-        import math
-        total = max(1, cfg.iterations)
-        return torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda it: 0.001 + 0.999 * 0.5 * (1 + math.cos(math.pi * min(it, total) / total)))
-    if cfg.schedule == "constant":
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: 1.0)
-    raise ValueError(f"schedule: expected 'cosine' or 'constant', got {cfg.schedule!r}")
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg.schedule, cfg.iterations))
 
 
 def segmentation_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -54,26 +47,71 @@ def segmentation_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits, labels, ignore_index=IGNORE)
 
 
-def train_supervised(model: torch.nn.Module, dataset, cfg: SupervisedConfig, device: torch.device,
-                     seed: int = 0, desc: str = "supervised") -> list[float]:
-    """Train `model` in place on (image, label) items of `dataset`; returns the loss per iteration."""
+class Augmented:
+    """(image, label) items of a SegmentationDataset through a joint transform, for SeededItems."""
+
+    def __init__(self, dataset, transform):
+        self.dataset, self.transform = dataset, transform
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def item(self, index: int, rng: np.random.Generator) -> dict:
+        item = self.dataset[index]
+        image, label = self.transform(item["image"], item["label"])
+        return {"image": image, "label": label, "index": index}
+
+
+def iteration_loader(data, batch_size: int, seed: int, start: int, stop: int, workers: int = 0):
+    """Batches start..stop-1 of an iteration-addressed stream over `data` (an object with `item`)."""
+    sampler = IterationBatchSampler(len(data), batch_size, seed, start=start, stop=stop)
+    return torch.utils.data.DataLoader(SeededItems(data), batch_sampler=sampler, num_workers=workers,
+                                       collate_fn=engine.collate)
+
+
+def train_supervised(model: torch.nn.Module, dataset, transform, cfg: SupervisedStage, device: torch.device,
+                     seed: int = 0, desc: str = "supervised", state_path: Path | None = None) -> list[float]:
+    """Train `model` in place on (image, label) items of `dataset` augmented by `transform`; resumable from
+    `state_path`. Returns the loss per iteration."""
     model.to(device).train()
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg)
-    loader = engine.make_loader(dataset, cfg.batch_size, shuffle=True, seed=seed, workers=cfg.workers,
-                                drop_last=len(dataset) >= cfg.batch_size)
-    batches = engine.forever(loader)
-    losses = []
-    for iteration in engine.progress(range(cfg.iterations), desc):
-        batch = next(batches)
-        images = engine.to_input(batch["image"], device)
-        loss = segmentation_ce(model(images), batch["label"].to(device))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        losses.append(float(loss.detach()))
-        if cfg.log_every and (iteration + 1) % cfg.log_every == 0:
-            recent = losses[-cfg.log_every:]
-            log.info("%s it %d/%d loss %.4f", desc, iteration + 1, cfg.iterations, sum(recent) / len(recent))
+    losses: list[float] = []
+    start = 0
+    saved = checkpoint.load_state(state_path) if state_path else None
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        losses, start = list(saved["losses"]), int(saved["iteration"])
+        log.info("%s: resuming at iteration %d from %s", desc, start, state_path)
+
+    def save(iteration: int) -> None:
+        if state_path is not None:
+            checkpoint.save_state(state_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                               "scheduler": scheduler.state_dict(), "iteration": iteration,
+                                               "losses": losses})
+
+    loader = iteration_loader(Augmented(dataset, transform), cfg.batch_size, seed, start, cfg.iterations,
+                              cfg.workers)
+    with checkpoint.StopFlag() as flag:
+        for iteration, batch in zip(engine.progress(range(start, cfg.iterations), desc), loader):
+            images = engine.to_input(batch["image"], device)
+            loss = segmentation_ce(model(images), batch["label"].to(device))
+            if not torch.isfinite(loss):
+                raise checkpoint.Diverged(f"{desc}: non-finite loss at iteration {iteration} (ce={float(loss)}); "
+                                          f"the last good state is kept in {state_path}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            losses.append(float(loss.detach()))
+            done = iteration + 1
+            if cfg.log_every and done % cfg.log_every == 0:
+                log.info("%s it %d/%d loss %.4f", desc, done, cfg.iterations, np.mean(losses[-cfg.log_every:]))
+            if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.iterations:
+                save(done)
+            if flag.stop and done < cfg.iterations:
+                save(done)
+                raise checkpoint.Interrupted(f"{desc}: stopped at iteration {done}; state saved to {state_path}")
     return losses

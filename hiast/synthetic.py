@@ -114,10 +114,10 @@ def _shift(**per_class: tuple[float, float, float]) -> dict[int, tuple[float, fl
 _DOMAIN_SPECS: dict[str, dict] = {
     # Synthetic, game-like: saturated, warm, contrasty, hard sun shadows, sharp, noise-free.
     "gta5": dict(
-        palette_shift=_shift(road=(0.03, 0.01, -0.03), building=(0.05, 0.02, -0.03), vegetation=(-0.03, 0.07, -0.04),
+        palette_shift=_shift(road=(0.03, 0.01, -0.03), building=(0.05, 0.02, -0.03), vegetation=(-0.02, 0.05, -0.01),
                              terrain=(0.05, 0.07, -0.03), sky=(-0.08, -0.02, 0.08), sidewalk=(0.03, 0.0, -0.02),
                              car=(0.03, 0.0, 0.0), person=(0.04, 0.0, -0.02)),
-        temperature=0.07, saturation=1.35, brightness=1.06, contrast=1.18, gamma=0.92, sky_overcast=0.05,
+        temperature=0.05, saturation=1.18, brightness=1.06, contrast=1.12, gamma=0.92, sky_overcast=0.2,
         sun_contrast=0.55, vignette=0.0, texture_amplitude=1.1, texture_frequency=0.9, pattern_scale=1.0,
         blur_sigma=0.0, sensor_noise=0.0, chroma_noise=0.0, horizon_range=(0.36, 0.50),
         camera_height=(1.5, 1.9), focal=(0.8, 0.95), road_half_width=(3.0, 8.0), sidewalk_width=(2.0, 4.5),
@@ -150,10 +150,10 @@ _DOMAIN_SPECS: dict[str, dict] = {
     # Real (Cityscapes-like): desaturated, cool, overcast-ish, soft, blurred and noisy; German street mix.
     "cityscapes": dict(
         palette_shift=_shift(road=(-0.03, -0.02, 0.0), sidewalk=(0.03, 0.01, 0.0), building=(0.04, 0.01, -0.04),
-                             vegetation=(0.04, -0.05, -0.02), terrain=(0.07, 0.0, 0.0), sky=(0.12, 0.1, 0.02),
+                             vegetation=(0.0, 0.03, 0.0), terrain=(0.07, 0.0, 0.0), sky=(0.12, 0.1, 0.02),
                              wall=(0.0, 0.0, 0.03), car=(-0.02, -0.02, 0.0), person=(-0.03, -0.03, -0.03)),
-        temperature=-0.07, saturation=0.6, brightness=0.92, contrast=0.85, gamma=1.12, sky_overcast=0.65,
-        sun_contrast=0.15, vignette=0.25, texture_amplitude=0.75, texture_frequency=1.4, pattern_scale=0.85,
+        temperature=-0.05, saturation=0.78, brightness=0.92, contrast=0.88, gamma=1.1, sky_overcast=0.6,
+        sun_contrast=0.15, vignette=0.25, texture_amplitude=0.85, texture_frequency=1.3, pattern_scale=0.85,
         blur_sigma=1.1, sensor_noise=5.0, chroma_noise=1.5, horizon_range=(0.40, 0.47),
         camera_height=(1.2, 1.35), focal=(0.95, 1.05), road_half_width=(2.5, 6.5), sidewalk_width=(2.5, 5.0),
         terrain_prob=0.3, backdrop_prob=0.6, back_weights=(0.6, 0.32, 0.08),
@@ -167,10 +167,10 @@ _DOMAIN_SPECS: dict[str, dict] = {
     # Real (Oxford RobotCar-like): dark, overcast, flat light, grey-white sky, strong noise.
     "oxford": dict(
         palette_shift=_shift(road=(-0.06, -0.06, -0.04), sidewalk=(-0.02, -0.03, -0.03), building=(0.07, 0.02, -0.05),
-                             vegetation=(0.0, -0.06, -0.02), sky=(0.16, 0.14, 0.08), wall=(0.05, 0.02, -0.03),
+                             vegetation=(0.0, 0.01, -0.01), sky=(0.16, 0.14, 0.08), wall=(0.05, 0.02, -0.03),
                              car=(0.0, 0.0, 0.0)),
-        temperature=-0.03, saturation=0.5, brightness=0.76, contrast=0.8, gamma=1.22, sky_overcast=0.95,
-        sun_contrast=0.0, vignette=0.35, texture_amplitude=0.7, texture_frequency=1.6, pattern_scale=0.9,
+        temperature=-0.03, saturation=0.65, brightness=0.78, contrast=0.82, gamma=1.2, sky_overcast=0.95,
+        sun_contrast=0.0, vignette=0.35, texture_amplitude=0.8, texture_frequency=1.5, pattern_scale=0.9,
         blur_sigma=1.4, sensor_noise=9.0, chroma_noise=3.0, horizon_range=(0.42, 0.52),
         camera_height=(1.3, 1.5), focal=(0.85, 0.95), road_half_width=(2.5, 6.0), sidewalk_width=(1.5, 3.5),
         terrain_prob=0.15, backdrop_prob=0.6, back_weights=(0.7, 0.22, 0.08),
@@ -539,7 +539,7 @@ WALL_COLOURS = ((0.52, 0.50, 0.47), (0.45, 0.44, 0.44), (0.58, 0.52, 0.42), (0.4
                 (0.55, 0.40, 0.33))
 FENCE_COLOURS = ((0.45, 0.43, 0.40), (0.33, 0.35, 0.33), (0.52, 0.42, 0.30), (0.60, 0.60, 0.58))
 POLE_COLOURS = ((0.45, 0.45, 0.46), (0.30, 0.31, 0.32), (0.22, 0.27, 0.22), (0.55, 0.55, 0.52))
-VEGETATION_COLOURS = ((0.20, 0.30, 0.12), (0.25, 0.35, 0.15), (0.17, 0.25, 0.13), (0.28, 0.33, 0.14))
+VEGETATION_COLOURS = ((0.17, 0.32, 0.09), (0.22, 0.37, 0.12), (0.14, 0.27, 0.10), (0.25, 0.35, 0.11))
 TERRAIN_COLOURS = ((0.33, 0.38, 0.20), (0.38, 0.36, 0.24), (0.28, 0.34, 0.17), (0.42, 0.38, 0.28))
 GLASS_COLOURS = ((0.12, 0.15, 0.20), (0.20, 0.24, 0.28), (0.10, 0.10, 0.12), (0.28, 0.33, 0.38))
 CLOTHES = ((0.08, 0.08, 0.10), (0.15, 0.18, 0.30), (0.35, 0.35, 0.37), (0.60, 0.12, 0.12), (0.62, 0.55, 0.42),
@@ -585,7 +585,7 @@ class _Street:
 
 def _paint_sky(sc: _Scene) -> None:
     st, rng = sc.style, sc.rng
-    over = min(1.0, max(0.0, st.sky_overcast + rng.normal(0, 0.12)))
+    over = min(1.0, max(0.0, st.sky_overcast + rng.normal(0, 0.2)))
     shift = np.asarray(st.palette_shift[SKY], dtype=np.float32)
     clear_top = np.array([0.28, 0.48, 0.82], np.float32) + rng.normal(0, 0.03, 3).astype(np.float32)
     clear_hor = np.array([0.68, 0.78, 0.92], np.float32) + rng.normal(0, 0.03, 3).astype(np.float32)
@@ -681,7 +681,7 @@ def _paint_ground(sc: _Scene, street: _Street) -> None:
         rgb = _mix(dirt, rgb, c * np.array([1.25, 0.95, 0.85], np.float32))
     elif gcls == VEGETATION:
         c = sc.colour(VEGETATION, sc.pick(VEGETATION_COLOURS))
-        rgb = _shade(c, sc.tex(sl, fine=0.22, n3=0.2, n8=0.12))
+        rgb = _shade(c, sc.tex(sl, fine=0.15, n3=0.3, n8=0.12))
     else:
         c = sc.colour(SIDEWALK, sc.pick(SIDEWALK_COLOURS))
         iz, ix = np.floor(Z / (0.7 * ps)), np.floor(X / (0.7 * ps))
@@ -792,7 +792,7 @@ def _vegetation_shader(sc: _Scene, top_h: float, bumps: float):
 
     def shader(kind, face):
         u, h = face.a, face.b
-        t = sc.tex(face.sl, fine=0.25, n3=0.2, n8=0.1)
+        t = sc.tex(face.sl, fine=0.15, n3=0.3, n8=0.12)
         t = t - 0.25 * np.clip(sc.noise["n8"][face.sl], 0, None) * sc.amp
         rgb = np.clip(_shade(base, t), 0, 1)
         if kind == "top":
@@ -1231,7 +1231,7 @@ def _draw_two_wheeler(sc: _Scene, obj: dict, cls: int, inst: int | None = None) 
     r_px = 0.34 / height * h_px if not motor else 0.32 / height * h_px
     cy = h_px - r_px
     cxs = (0.2 * w_px, 0.8 * w_px)
-    lw = max(0.7, 0.06 * h_px)
+    lw = max(0.6, (0.06 if motor else 0.035) * h_px)
     tyre = np.array([0.05, 0.05, 0.05], np.float32)
     frame_col = obj.get("paint") if obj.get("paint") is not None else sc.vehicle_paint(cls)
     discs = [np.hypot((px - cx) / max(r_px * obj.get("yaw", 1.0), 0.5), (py - cy) / max(r_px, 0.5)) for cx in cxs]
@@ -1432,7 +1432,7 @@ def _draw_tree(sc: _Scene, obj: dict) -> None:
         ru, rv = rng.uniform(0.2, 0.32), rng.uniform(0.15, 0.25)
         crown |= ((u - cu) / ru) ** 2 + ((v - cv) / rv) ** 2 < 1 + 0.35 * sc.noise["n3"][sl]
     crown &= v < 1 - trunk_h / height * 0.6
-    t = sc.tex(sl, fine=0.25, n3=0.2, n8=0.1) - 0.25 * np.clip(sc.noise["n8"][sl], 0, None) * sc.amp
+    t = sc.tex(sl, fine=0.15, n3=0.3, n8=0.12) - 0.25 * np.clip(sc.noise["n8"][sl], 0, None) * sc.amp
     rgb = np.clip(_shade(base, t), 0, 1)
     rgb = _mix(np.broadcast_to(trunk, shape) & ~crown, rgb,
                bark[None, None, :] * (1 + sc.tex(sl, streak=0.1))[..., None])

@@ -1,0 +1,254 @@
+"""The pipeline's stages, each one function from input files to output files (the CLI calls these).
+
+Stages write every output atomically (temporary name, then rename), so a killed stage leaves nothing a
+rerun would trust. Training stages keep their resumable state under a `state` folder beside their output.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from hiast import bank as hpla
+from hiast import engine, h5io, prepare, pseudo
+from hiast.checkpoint import Interrupted
+from hiast.classes import IGNORE
+from hiast.datasets import manifest_fingerprint, read_manifest, resize_nearest
+from hiast.evaluation import evaluate_models, write_table
+from hiast.model import build_model, load_weights, save_weights
+from hiast.scenario import Scenario
+from hiast.transforms import ms
+
+log = logging.getLogger(__name__)
+
+
+def new_model(scenario: Scenario, pretrained: bool | None = None) -> torch.nn.Module:
+    m = scenario.model
+    return build_model(m.backbone, scenario.num_classes, pretrained=m.pretrained if pretrained is None else pretrained,
+                       aspp_dilations=m.aspp_dilations, freeze_bn=m.freeze_bn)
+
+
+def load_model(scenario: Scenario, path: str | Path) -> torch.nn.Module:
+    model = new_model(scenario, pretrained=False)
+    load_weights(model, path)
+    return model
+
+
+def target_train(scenario: Scenario, manifest_path: str | Path) -> pd.DataFrame:
+    return prepare.split_rows(read_manifest(manifest_path), scenario.target, "train", scenario.seed)
+
+
+# --- warm-up -----------------------------------------------------------------------------------------------
+
+def warmup(scenario: Scenario, source_manifest: Path, target_manifest: Path, output: Path, state_dir: Path,
+           device: torch.device) -> None:
+    """Source-only training then adversarial warm-up (or import `warmup.checkpoint`) -> output weights."""
+    from hiast.adversarial import train_adversarial
+    from hiast.supervised import train_supervised
+    cfg = scenario.warmup
+    if cfg.checkpoint is not None:
+        model = load_model(scenario, cfg.checkpoint)
+        save_weights(model, output)
+        log.info("imported the warm-up checkpoint %s -> %s", cfg.checkpoint, output)
+        return
+    engine.seed_everything(scenario.seed)
+    model = new_model(scenario)
+    source_rows = prepare.split_rows(read_manifest(source_manifest), scenario.source, "train", scenario.seed)
+    source = prepare.dataset(scenario, source_rows)
+    state_dir = Path(state_dir)
+    train_supervised(model, source, ms(scenario.scale), cfg.source_only, device, seed=scenario.seed,
+                     desc="source-only", state_path=state_dir / "source_only.pt")
+    if cfg.adversarial.iterations:
+        target = prepare.dataset(scenario, target_train(scenario, target_manifest), transform=ms(scenario.scale))
+        source_aug = prepare.dataset(scenario, source_rows, transform=ms(scenario.scale))
+        train_adversarial(model, source_aug, target, cfg.adversarial, device, seed=scenario.seed + 1,
+                          desc="adversarial")
+    save_weights(model, output)
+
+
+# --- pseudo-labels -----------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def infer(model: torch.nn.Module, data, indices, input_size, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(max softmax prob, argmax) at the inference size, for the images `indices` of `data`, on `device`."""
+    images = torch.stack([data[int(i)]["image"].as_subclass(torch.Tensor) for i in indices])
+    x = engine.to_input(images, device)
+    x = torch.nn.functional.interpolate(x, size=input_size, mode="bilinear", align_corners=False)
+    probs = engine.upsample(model(x), input_size).softmax(1)
+    conf, pred = probs.max(1)
+    return conf, pred
+
+
+def pseudo_labels(scenario: Scenario, round_number: int, model_path: Path, manifest_path: Path, output: Path,
+                  device: torch.device) -> None:
+    """Label the target train split with round `round_number`'s policy -> pseudo_labels.h5."""
+    cfg = scenario.rounds[round_number - 1].pseudo
+    rows = target_train(scenario, manifest_path)
+    data = prepare.dataset(scenario, rows)
+    model = load_model(scenario, model_path).to(device).eval()
+    size = scenario.sized(cfg.input_scale)
+    num_classes = scenario.num_classes
+    order = pseudo.instance_order(len(rows), cfg.instance_size, scenario.seed + round_number)
+    if cfg.policy == "CBST":
+        thresholds = cbst_pass(model, data, order, size, num_classes, cfg, device)
+    elif cfg.policy == "CT":
+        thresholds = pseudo.ct_thresholds(num_classes, cfg.ct_threshold)
+    elif cfg.policy == "NT":
+        thresholds = pseudo.nt_thresholds(num_classes)
+    else:
+        thresholds = np.full(num_classes, cfg.initial_threshold, dtype=np.float64)
+    thresholds = torch.as_tensor(np.asarray(thresholds, dtype=np.float64), device=device)
+    class_mean_conf = torch.zeros(num_classes, dtype=torch.float64, device=device)
+    trajectory = []
+    attrs = {"policy": cfg.policy, "alpha": cfg.alpha, "beta": cfg.beta, "gamma": cfg.gamma,
+             "num_classes": num_classes, "manifest_fingerprint": manifest_fingerprint(rows),
+             "instance_size": cfg.instance_size, "round": round_number, "model": str(model_path)}
+    width = max(len(group) for group in order)
+    with h5io.PseudoLabelWriter(output, list(rows.image_id), size[0], size[1], num_classes, attrs) as writer:
+        for group in engine.progress(order, f"pseudo-labels round {round_number}"):
+            conf, pred = infer(model, data, group, size, device)
+            if cfg.policy == "IAS":
+                thresholds = pseudo.ias_update(thresholds, conf.reshape(-1).double(), pred.reshape(-1),
+                                               cfg.alpha, cfg.beta, cfg.gamma)
+            labels = pseudo.select(conf.double(), pred, thresholds)
+            class_mean_conf = pseudo.class_mean_confidence_update(class_mean_conf, conf.double(), labels,
+                                                                  cfg.class_conf_momentum)
+            trajectory.append(thresholds.float().cpu().numpy())
+            labels_np = labels.to(torch.uint8).cpu().numpy()
+            for k, index in enumerate(group):
+                writer.write(int(index), labels_np[k], trajectory[-1],
+                             pseudo.class_pixel_counts(labels_np[k], num_classes))
+        writer.set_extra("threshold_trajectory", np.stack(trajectory).astype(np.float32))
+        writer.set_extra("instance_order", np.array([list(g) + [-1] * (width - len(g)) for g in order], dtype=np.int64))
+        writer.set_attrs(class_mean_conf=class_mean_conf.cpu().numpy())
+
+
+def cbst_pass(model, data, order, size, num_classes, cfg, device) -> np.ndarray:
+    """CBST's global thresholds: a first inference pass over every `sample_interval`-th pixel."""
+    conf_all, pred_all = [], []
+    for group in engine.progress(order, "CBST statistics"):
+        conf, pred = infer(model, data, group, size, device)
+        conf_all.append(conf.reshape(-1)[:: cfg.cbst_sample_interval].double().cpu())
+        pred_all.append(pred.reshape(-1)[:: cfg.cbst_sample_interval].cpu())
+    return np.asarray(pseudo.cbst_thresholds(torch.cat(conf_all).numpy(), torch.cat(pred_all).numpy(),
+                                             num_classes, cfg.cbst_p), dtype=np.float64)
+
+
+# --- instance bank -----------------------------------------------------------------------------------------
+
+def instance_bank(scenario: Scenario, round_number: int, pseudo_path: Path, manifest_path: Path,
+                  output: Path) -> None:
+    """Hard classes, donors and their hard-class regions (at the base size) -> instance_bank.h5."""
+    cfg = scenario.rounds[round_number - 1].bank
+    rows = target_train(scenario, manifest_path)
+    fingerprint = manifest_fingerprint(rows)
+    labels_file = h5io.read_pseudo_labels(pseudo_path, expected_fingerprint=fingerprint, expected_count=len(rows))
+    mean_conf = np.asarray(labels_file.class_mean_conf, dtype=np.float64)
+    k = cfg.num_hard if cfg.enabled else 0
+    hard, probs = hpla.hard_classes(mean_conf, k, excluded=scenario.excluded_hard_classes)
+    counts = labels_file.pixel_counts
+    donors = hpla.donor_table(counts, hard, cfg.drop_smallest)
+    data = prepare.dataset(scenario, rows)
+    regions = {}
+    donor_images = sorted({int(i) for image_index, _ in donors.values() for i in image_index})
+    hard_list = [int(c) for c in hard]
+    for index in engine.progress(donor_images, "bank regions"):
+        image, _ = data.load(index)
+        labels = resize_nearest(labels_file.labels(index), *image.shape[:2])
+        keep = np.isin(labels, hard_list)
+        rows_any, cols_any = np.flatnonzero(keep.any(1)), np.flatnonzero(keep.any(0))
+        if rows_any.size == 0:  # the class vanished in the resize to the base size: store an empty box
+            regions[index] = (np.zeros(4, np.int32), np.zeros((0, 0, 3), np.uint8), np.zeros((0, 0), np.uint8))
+            continue
+        top, bottom, left, right = rows_any[0], rows_any[-1] + 1, cols_any[0], cols_any[-1] + 1
+        crop_labels = np.where(keep, labels, IGNORE)[top:bottom, left:right].astype(np.uint8)
+        regions[index] = (np.array([top, left, bottom, right], np.int32), image[top:bottom, left:right],
+                          crop_labels)
+    attrs = {"paste": cfg.paste, "max_donors": cfg.max_donors, "drop_smallest": cfg.drop_smallest,
+             "manifest_fingerprint": fingerprint, "pseudo_label_fingerprint": h5io.file_fingerprint(pseudo_path),
+             "height": scenario.base_size[0], "width": scenario.base_size[1], "round": round_number}
+    h5io.write_instance_bank(output, hard, mean_conf, probs, donors, regions, attrs)
+    log.info("round %d: hard classes %s, %d donor images", round_number, hard_list, len(donor_images))
+
+
+# --- self-training -----------------------------------------------------------------------------------------
+
+def self_train(scenario: Scenario, round_number: int, init: Path, pseudo_path: Path, bank_path: Path,
+               manifest_path: Path, output: Path, teacher_output: Path, state_dir: Path,
+               device: torch.device) -> None:
+    from hiast.selftrain import PseudoLabelledTarget, train_round
+    rnd = scenario.rounds[round_number - 1]
+    rows = target_train(scenario, manifest_path)
+    fingerprint = manifest_fingerprint(rows)
+    labels_file = h5io.read_pseudo_labels(pseudo_path, expected_fingerprint=fingerprint, expected_count=len(rows))
+    bank = h5io.read_instance_bank(bank_path, expected_fingerprint=fingerprint,
+                                   expected_pseudo_label_fingerprint=h5io.file_fingerprint(pseudo_path))
+    data = PseudoLabelledTarget(prepare.dataset(scenario, rows), labels_file, bank, rnd.bank, scenario.scale,
+                                strong=rnd.train.strong_view)
+    student = load_model(scenario, init)
+    teacher, _ = train_round(student, data, rnd.train, device, seed=scenario.seed * 1000 + round_number,
+                             state_path=Path(state_dir) / "self_train.pt", desc=f"self-training round {round_number}")
+    save_weights(teacher, teacher_output)
+    save_weights(student, output)
+
+
+# --- evaluation and tables ---------------------------------------------------------------------------------
+
+def evaluate(scenario: Scenario, manifest_path: Path, models: dict[str, Path], output: Path,
+             mask_dir: Path | None, device: torch.device) -> pd.DataFrame:
+    val_rows = prepare.split_rows(read_manifest(manifest_path), scenario.target, "val", scenario.seed)
+    loaded = {name: load_model(scenario, path) for name, path in models.items()}
+    table = evaluate_models(scenario, loaded, val_rows, device, mask_dir)
+    write_table(table, output)
+    return table
+
+
+def summary(scenario: Scenario, warmup_eval: Path, round_evals: list[Path], output: Path) -> pd.DataFrame:
+    """results/<scenario>/summary.csv: one row per stage (warm-up, round 1..R) and model."""
+    frames = [pd.read_csv(warmup_eval).assign(stage="warmup")]
+    for r, path in enumerate(round_evals, start=1):
+        frames.append(pd.read_csv(path).assign(stage=f"round_{r}"))
+    table = pd.concat(frames, ignore_index=True)
+    table.insert(0, "scenario", scenario.name)
+    columns = ["scenario", "stage", "model", *scenario.metrics]
+    table = table[columns + [c for c in table.columns if c not in columns]]
+    write_table(table, output)
+    return table
+
+
+METRIC_ORDER = ("mIoU-19", "mIoU-16", "mIoU-13", "mIoU-9")
+
+
+def results_table(summaries: list[Path], output: Path, reported: str = "student") -> str:
+    """results/summary.md: scenarios x (mIoU-19, mIoU-16, mIoU-13, mIoU-9), final round and warm-up."""
+    final_rows, warm_rows = [], []
+    for path in summaries:
+        table = pd.read_csv(path)
+        name = table.scenario.iloc[0]
+        last_stage = [s for s in table.stage.unique() if s.startswith("round_")][-1:] or ["warmup"]
+        final = table[(table.stage == last_stage[0]) & (table.model.isin([reported, "warmup"]))].iloc[0]
+        warm = table[table.stage == "warmup"].iloc[0]
+        final_rows.append([name] + [_fmt(final.get(m)) for m in METRIC_ORDER])
+        warm_rows.append([name] + [_fmt(warm.get(m)) for m in METRIC_ORDER] + [last_stage[0]])
+    lines = [f"# Results ({reported} of the last round; no checkpoint selected on target labels)", "",
+             "| scenario | mIoU-19 | mIoU-16 | mIoU-13 | mIoU-9 |", "|---|---|---|---|---|"]
+    lines += ["| " + " | ".join(row) + " |" for row in final_rows]
+    lines += ["", "## Warm-up", "", "| scenario | mIoU-19 | mIoU-16 | mIoU-13 | mIoU-9 |", "|---|---|---|---|---|"]
+    lines += ["| " + " | ".join(row[:5]) + " |" for row in warm_rows]
+    text = "\n".join(lines) + "\n"
+    from hiast.imageio import atomic_path
+    with atomic_path(output) as tmp:
+        tmp.write_text(text)
+    return text
+
+
+def _fmt(value) -> str:
+    return "–" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{float(value):.1f}"
+
+
+__all__ = ["warmup", "pseudo_labels", "instance_bank", "self_train", "evaluate", "summary", "results_table",
+           "Interrupted"]

@@ -1,0 +1,120 @@
+"""What the Snakefile needs from Python: resolved scenarios and each stage's own slice of the config.
+
+A stage's slice is what its rule passes in `params` (as JSON) and its `hiast` command reads back: the
+scenario's common part plus only the stage's section (round r's `pseudo`, say). Snakemake reruns a job
+whose params changed, so editing round 2 reruns round 2's jobs and, through their outputs, round 3's,
+while the warm-up and round 1 keep their files.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from hiast.config import ConfigError, build, load_yaml, merge, to_dict
+from hiast.scenario import Scenario
+
+COMMON = ("name", "seed", "label_space", "base_size", "device", "gpus", "synthetic", "model")
+STAGES = ("manifest", "warmup", "pseudo", "bank", "train", "eval")
+EVERY_ROUND = "every_round"  # smoke-preset key merged into each round
+
+
+def apply_smoke(raw: dict, smoke: dict | None) -> dict:
+    """The smoke preset: shrink any scenario (real ones included) to a CPU-sized run on data in the real
+    formats: `data_root` replaces the leading `data/` of every dataset root (the embedded benchmark's roots
+    mirror the real layouts), `every_round` merges into each round, everything else merges as is."""
+    if not smoke:
+        return raw
+    smoke = dict(smoke)
+    data_root = smoke.pop("data_root", None)
+    every_round = smoke.pop(EVERY_ROUND, None)
+    out = merge(raw, smoke)
+    if data_root:
+        for side in ("source", "target"):
+            section = dict(out.get(side) or {})
+            root = str(section.get("root", ""))
+            if root.startswith("data/") and not root.startswith(str(data_root).rstrip("/") + "/"):
+                section["root"] = str(Path(data_root) / root[len("data/"):])
+            out[side] = section
+        if not out.get("synthetic"):
+            out["synthetic"] = True
+    if every_round:
+        rounds = out.get("rounds")
+        count = len(rounds) if rounds is not None else len(Scenario().rounds)
+        rounds = list(rounds) if rounds is not None else [{} for _ in range(count)]
+        out["rounds"] = [merge(r or {}, every_round) for r in rounds]
+    return out
+
+
+def resolve(scenario_dir: str | Path, name: str, smoke: dict | None = None) -> tuple[dict, Scenario]:
+    """(raw mapping, validated Scenario) of config/scenarios/<name>.yaml with the smoke preset applied."""
+    path = Path(scenario_dir) / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in Path(scenario_dir).glob("*.yaml"))
+        raise ConfigError(f"scenarios: no scenario file {path}; known scenarios: {known}")
+    raw = apply_smoke(load_yaml(path), smoke)
+    raw.setdefault("name", name)
+    scenario = build(Scenario, raw, where=str(path))
+    return to_dict(scenario), scenario
+
+
+def stage_slice(resolved: dict, stage: str, round_number: int | None = None) -> dict:
+    """The part of a resolved scenario (as data) that one stage reads."""
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}")
+    out = {key: resolved[key] for key in COMMON}
+    if stage == "manifest":
+        return {"source": resolved["source"], "target": resolved["target"], "synthetic": resolved["synthetic"]}
+    out["source"], out["target"] = resolved["source"], resolved["target"]
+    if stage == "warmup":
+        out["warmup"] = resolved["warmup"]
+    elif stage == "eval":
+        out["metrics"], out["evaluation"] = resolved["metrics"], resolved["evaluation"]
+    else:
+        rounds = resolved["rounds"]
+        if round_number is None or not 1 <= round_number <= len(rounds):
+            raise ValueError(f"round {round_number} outside 1..{len(rounds)}")
+        part = {"pseudo": ["pseudo"], "bank": ["bank"], "train": ["train", "bank"]}[stage]
+        # Other rounds are left at their defaults, so they cannot touch this stage's params.
+        out["rounds"] = [{} for _ in range(len(rounds))]
+        out["rounds"][round_number - 1] = {key: rounds[round_number - 1][key] for key in part}
+    return out
+
+
+def stage_json(resolved: dict, stage: str, round_number: int | None = None) -> str:
+    return json.dumps(stage_slice(resolved, stage, round_number), sort_keys=True, separators=(",", ":"))
+
+
+def scenario_from_json(text: str) -> Scenario:
+    """The Scenario a stage command rebuilds from its rule's params (unset parts take defaults)."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"--config: not valid JSON ({err})") from err
+    return build(Scenario, data, where="--config")
+
+
+def generate_args(synthetic: dict) -> str:
+    """Command-line options of `hiast generate` from config.yaml's `synthetic` section."""
+    args = [f"--{key} {synthetic[key]}" for key in ("seed", "height", "width", "workers") if key in synthetic]
+    args += [f"--count {name}={count}" for name, count in sorted((synthetic.get("counts") or {}).items())]
+    return " ".join(args)
+
+
+def splits_of(data: dict) -> str:
+    return " ".join([data["train_split"]] + ([data["val_split"]] if data.get("val_split") else []))
+
+
+# Rules whose work belongs on a GPU node; the others (manifests, bank, tables) stay where Snakemake runs.
+GPU_RULES = ("warmup", "pseudo_labels", "self_train", "eval")
+
+
+def launcher_prefix(config: dict, rule: str) -> str:
+    """The start of a GPU-heavy rule's shell command: empty locally; `python -m hiast.launch ... --` with the
+    rule's SLURM resources when config `launcher` is "slurm" (submitit sends the command to the cluster)."""
+    if config.get("launcher", "local") != "slurm" or rule not in GPU_RULES:
+        return ""
+    import shlex
+    import sys
+    return f"{shlex.quote(sys.executable)} -m hiast.launch --rule {rule} --config-json " \
+           f"{shlex.quote(json.dumps(config.get('slurm') or {}, sort_keys=True))} -- "

@@ -1,0 +1,102 @@
+# Self-training rounds r = 1..R: pseudo-labels -> instance bank -> student and teacher -> evaluation.
+# Round 1 starts from the warm-up; round r+1 labels with round r's teacher and trains from its student.
+
+
+def labeller(w):
+    r = int(w.round)
+    return f"{RESULTS}/{w.scenario}/warmup/model.pt" if r == 1 else f"{RESULTS}/{w.scenario}/round_{r - 1}/teacher.pt"
+
+
+def initial_student(w):
+    r = int(w.round)
+    return f"{RESULTS}/{w.scenario}/warmup/model.pt" if r == 1 else f"{RESULTS}/{w.scenario}/round_{r - 1}/model.pt"
+
+
+rule pseudo_labels:
+    input:
+        model=labeller,
+        target=f"{RESULTS}/{{scenario}}/manifests/target.csv",
+    output:
+        f"{RESULTS}/{{scenario}}/round_{{round}}/pseudo_labels.h5",
+    params:
+        cfg=lambda w: hw.stage_json(RESOLVED[w.scenario], "pseudo", int(w.round)),
+        launch=launch("pseudo_labels"),
+    log:
+        f"{RESULTS}/{{scenario}}/logs/pseudo_labels_{{round}}.log",
+    benchmark:
+        f"{RESULTS}/{{scenario}}/benchmarks/pseudo_labels_{{round}}.tsv"
+    threads: config.get("threads", 2)
+    resources:
+        gpu=1,
+    shell:
+        "{params.launch}{HIAST} pseudo --config {params.cfg:q} --round {wildcards.round} --model {input.model} "
+        "--manifest {input.target} --output {output} --threads {threads} > {log} 2>&1"
+
+
+rule instance_bank:
+    input:
+        pseudo=f"{RESULTS}/{{scenario}}/round_{{round}}/pseudo_labels.h5",
+        target=f"{RESULTS}/{{scenario}}/manifests/target.csv",
+    output:
+        f"{RESULTS}/{{scenario}}/round_{{round}}/instance_bank.h5",
+    params:
+        cfg=lambda w: hw.stage_json(RESOLVED[w.scenario], "bank", int(w.round)),
+    log:
+        f"{RESULTS}/{{scenario}}/logs/instance_bank_{{round}}.log",
+    benchmark:
+        f"{RESULTS}/{{scenario}}/benchmarks/instance_bank_{{round}}.tsv"
+    threads: 1
+    shell:
+        "{HIAST} bank --config {params.cfg:q} --round {wildcards.round} --pseudo-labels {input.pseudo} "
+        "--manifest {input.target} --output {output} > {log} 2>&1"
+
+
+rule self_train:
+    input:
+        init=initial_student,
+        pseudo=f"{RESULTS}/{{scenario}}/round_{{round}}/pseudo_labels.h5",
+        bank=f"{RESULTS}/{{scenario}}/round_{{round}}/instance_bank.h5",
+        target=f"{RESULTS}/{{scenario}}/manifests/target.csv",
+    output:
+        model=f"{RESULTS}/{{scenario}}/round_{{round}}/model.pt",
+        teacher=f"{RESULTS}/{{scenario}}/round_{{round}}/teacher.pt",
+    params:
+        cfg=lambda w: hw.stage_json(RESOLVED[w.scenario], "train", int(w.round)),
+        state=f"{RESULTS}/{{scenario}}/round_{{round}}/state",
+        launch=launch("self_train"),
+    log:
+        f"{RESULTS}/{{scenario}}/logs/self_train_{{round}}.log",
+    benchmark:
+        f"{RESULTS}/{{scenario}}/benchmarks/self_train_{{round}}.tsv"
+    threads: config.get("threads", 2)
+    resources:
+        gpu=1,
+    shell:
+        "{params.launch}{HIAST} train --config {params.cfg:q} --round {wildcards.round} --init {input.init} "
+        "--pseudo-labels {input.pseudo} --bank {input.bank} --manifest {input.target} "
+        "--output {output.model} --teacher-output {output.teacher} --state-dir {params.state} "
+        "--threads {threads} > {log} 2>&1"
+
+
+rule eval_round:
+    input:
+        model=f"{RESULTS}/{{scenario}}/round_{{round}}/model.pt",
+        teacher=f"{RESULTS}/{{scenario}}/round_{{round}}/teacher.pt",
+        target=f"{RESULTS}/{{scenario}}/manifests/target.csv",
+    output:
+        f"{RESULTS}/{{scenario}}/round_{{round}}/eval.csv",
+    params:
+        cfg=lambda w: hw.stage_json(RESOLVED[w.scenario], "eval"),
+        masks=f"{RESULTS}/{{scenario}}/round_{{round}}/masks",
+        launch=launch("eval"),
+    log:
+        f"{RESULTS}/{{scenario}}/logs/eval_round_{{round}}.log",
+    benchmark:
+        f"{RESULTS}/{{scenario}}/benchmarks/eval_round_{{round}}.tsv"
+    threads: config.get("threads", 2)
+    resources:
+        gpu=1,
+    shell:
+        "{params.launch}{HIAST} eval --config {params.cfg:q} --manifest {input.target} "
+        "--model student={input.model} --model teacher={input.teacher} --output {output} "
+        "--masks {params.masks} --threads {threads} > {log} 2>&1"

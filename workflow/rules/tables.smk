@@ -1,0 +1,27 @@
+# Results tables: per scenario (warm-up and each round) and across scenarios.
+
+
+rule scenario_summary:
+    input:
+        warmup=f"{RESULTS}/{{scenario}}/warmup/eval.csv",
+        rounds=lambda w: [f"{RESULTS}/{w.scenario}/round_{r}/eval.csv" for r in range(1, ROUNDS[w.scenario] + 1)],
+    output:
+        f"{RESULTS}/{{scenario}}/summary.csv",
+    params:
+        cfg=lambda w: hw.stage_json(RESOLVED[w.scenario], "eval"),
+    log:
+        f"{RESULTS}/{{scenario}}/logs/summary.log",
+    shell:
+        "{HIAST} summary --config {params.cfg:q} --warmup {input.warmup} --rounds {input.rounds} "
+        "--output {output} > {log} 2>&1"
+
+
+rule results_table:
+    input:
+        expand(f"{RESULTS}/{{scenario}}/summary.csv", scenario=list(SCENARIOS)),
+    output:
+        f"{RESULTS}/summary.md",
+    log:
+        f"{RESULTS}/logs/results_table.log",
+    shell:
+        "{HIAST} table {input} --output {output} > {log} 2>&1"

@@ -1,0 +1,46 @@
+# Warm-up: source-only, then adversarial training (or an imported checkpoint named in the scenario).
+
+
+rule warmup:
+    input:
+        source=f"{RESULTS}/{{scenario}}/manifests/source.csv",
+        target=f"{RESULTS}/{{scenario}}/manifests/target.csv",
+    output:
+        model=f"{RESULTS}/{{scenario}}/warmup/model.pt",
+    params:
+        cfg=lambda w: hw.stage_json(RESOLVED[w.scenario], "warmup"),
+        state=f"{RESULTS}/{{scenario}}/warmup/state",
+        launch=launch("warmup"),
+    log:
+        f"{RESULTS}/{{scenario}}/logs/warmup.log",
+    benchmark:
+        f"{RESULTS}/{{scenario}}/benchmarks/warmup.tsv"
+    threads: config.get("threads", 2)
+    resources:
+        gpu=1,
+    shell:
+        "{params.launch}{HIAST} warmup --config {params.cfg:q} --source-manifest {input.source} "
+        "--target-manifest {input.target} --output {output.model} --state-dir {params.state} "
+        "--threads {threads} > {log} 2>&1"
+
+
+rule eval_warmup:
+    input:
+        model=f"{RESULTS}/{{scenario}}/warmup/model.pt",
+        target=f"{RESULTS}/{{scenario}}/manifests/target.csv",
+    output:
+        f"{RESULTS}/{{scenario}}/warmup/eval.csv",
+    params:
+        cfg=lambda w: hw.stage_json(RESOLVED[w.scenario], "eval"),
+        masks=f"{RESULTS}/{{scenario}}/warmup/masks",
+        launch=launch("eval"),
+    log:
+        f"{RESULTS}/{{scenario}}/logs/eval_warmup.log",
+    benchmark:
+        f"{RESULTS}/{{scenario}}/benchmarks/eval_warmup.tsv"
+    threads: config.get("threads", 2)
+    resources:
+        gpu=1,
+    shell:
+        "{params.launch}{HIAST} eval --config {params.cfg:q} --manifest {input.target} "
+        "--model warmup={input.model} --output {output} --masks {params.masks} --threads {threads} > {log} 2>&1"
