@@ -109,12 +109,13 @@ def splits_of(data: dict) -> str:
 GPU_RULES = ("warmup", "pseudo_labels", "self_train", "eval")
 
 
-def launcher_prefix(config: dict, rule: str) -> str:
+def launcher_prefix(config: dict, rule: str, folder: str) -> str:
     """The start of a GPU-heavy rule's shell command: empty locally; `python -m hiast.launch ... --` with the
     rule's SLURM resources when config `launcher` is "slurm" (submitit sends the command to the cluster)."""
     if config.get("launcher", "local") != "slurm" or rule not in GPU_RULES:
         return ""
     import shlex
     import sys
-    return f"{shlex.quote(sys.executable)} -m hiast.launch --rule {rule} --config-json " \
-           f"{shlex.quote(json.dumps(config.get('slurm') or {}, sort_keys=True))} -- "
+    settings = json.dumps(config.get("slurm") or {}, sort_keys=True)
+    return (f"{shlex.quote(sys.executable)} -m hiast.launch --rule {rule} --folder {shlex.quote(folder)} "
+            f"--config-json {shlex.quote(settings)} -- ")
