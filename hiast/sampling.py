@@ -17,7 +17,8 @@ import torch
 def sample_seed(seed: int, iteration: int, slot: int) -> int:
     """The augmentation seed of item `slot` of batch `iteration` (63 bits, well mixed)."""
     state = np.random.SeedSequence([seed & 0xFFFFFFFF, iteration, slot, 0x5EED])
-    return int(state.generate_state(2, dtype=np.uint32).astype(np.uint64).dot([1 << 31, 1]) & ((1 << 63) - 1))
+    high, low = (int(v) for v in state.generate_state(2, dtype=np.uint32))
+    return ((high << 32) | low) & ((1 << 63) - 1)
 
 
 class IterationBatchSampler(torch.utils.data.Sampler):

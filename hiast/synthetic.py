@@ -25,7 +25,7 @@ import json
 import math
 import multiprocessing
 import zlib
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -1400,14 +1400,6 @@ def _draw_sign(sc: _Scene, X: float, Z: float, top: float) -> None:
     rgb = rgb + np.asarray(sc.style.palette_shift[SIGN], np.float32)
     rgb = rgb * (1 + sc.tex(sl, fine=0.03))[..., None]
     sc.paint(sl, mask, SIGN, rgb, sc.new_instance())
-
-
-def _draw_sign_post(sc: _Scene, obj: dict) -> None:
-    _draw_pole(sc, dict(obj, carry="sign"))
-
-
-def _draw_light_post(sc: _Scene, obj: dict) -> None:
-    _draw_pole(sc, dict(obj, carry="light"))
 
 
 def _draw_tree(sc: _Scene, obj: dict) -> None:

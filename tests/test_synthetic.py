@@ -90,6 +90,9 @@ def test_layout_and_marker(bench):
     assert len(list((ox / "train").glob("*.png"))) == 1
     val = sorted(p.name for p in (ox / "val").glob("*.png"))
     assert val == sorted(p.name for p in (ox / "anno").glob("*.png")) and len(val) == 2
+    # Hidden labels of the (officially unlabelled) train split, for oracles only.
+    hidden = sorted(p.name for p in (ox / "anno_train").glob("*.png"))
+    assert hidden == sorted(p.name for p in (ox / "train").glob("*.png"))
     assert not list(bench.rglob("*.tmp"))
     marker = json.loads((bench / ".complete").read_text())
     assert marker["seed"] == 3 and marker["height"] == H and marker["width"] == W

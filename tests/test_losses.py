@@ -1,0 +1,106 @@
+import math
+
+import pytest
+import torch
+
+from hiast import losses
+
+# 1 image, 2 classes, 1x2 pixels: pixel a logits (0, 0) -> p = (1/2, 1/2); pixel b (log 3, 0) -> p = (3/4, 1/4)
+LOGITS = torch.tensor([[[[0.0, math.log(3.0)]], [[0.0, 0.0]]]], dtype=torch.float64)
+A = torch.tensor([[[True, False]]])
+B = torch.tensor([[[False, True]]])
+BOTH = A | B
+H_B = -(0.75 * math.log(0.75) + 0.25 * math.log(0.25))
+
+
+def test_entropy_hand_values():
+    # pixel a: -(1/2 log 1/2) * 2 = log 2, divided by C*N = 2*1
+    assert losses.entropy(LOGITS, A).item() == pytest.approx(math.log(2) / 2)
+    assert losses.entropy(LOGITS, B).item() == pytest.approx(H_B / 2)
+    # both pixels: (log 2 + H_b) / (2*2)
+    assert losses.entropy(LOGITS, BOTH).item() == pytest.approx((math.log(2) + H_B) / 4)
+
+
+def test_kld_uniform_hand_values():
+    # pixel a: -(1/2)(log 1/2 + log 1/2) = log 2, / 2; pixel b: -(1/2)(log 3/4 + log 1/4), / 2
+    kld_b = -0.5 * (math.log(0.75) + math.log(0.25))
+    assert losses.kld_uniform(LOGITS, A).item() == pytest.approx(math.log(2) / 2)
+    assert losses.kld_uniform(LOGITS, B).item() == pytest.approx(kld_b / 2)
+    assert losses.kld_uniform(LOGITS, BOTH).item() == pytest.approx((math.log(2) + kld_b) / 4)
+
+
+def test_soft_ce_hand_values():
+    q = torch.tensor([[[[0.5, 1.0]], [[0.5, 0.0]]]], dtype=torch.float64)
+    # pixel b, q = (1, 0): -log 3/4 / 2; pixel a, q = (1/2, 1/2): log 2 / 2
+    assert losses.soft_ce(LOGITS, q, B).item() == pytest.approx(-math.log(0.75) / 2)
+    assert losses.soft_ce(LOGITS, q, BOTH).item() == pytest.approx((math.log(2) - math.log(0.75)) / 4)
+
+
+def test_pseudo_ce_hand_values():
+    # labels (0, 255): only pixel a, -log 1/2 = log 2
+    assert losses.pseudo_ce(LOGITS, torch.tensor([[[0, 255]]])).item() == pytest.approx(math.log(2))
+    # labels (1, 0): (-log 1/2 - log 3/4) / 2
+    value = losses.pseudo_ce(LOGITS, torch.tensor([[[1, 0]]], dtype=torch.uint8)).item()
+    assert value == pytest.approx((math.log(2) - math.log(0.75)) / 2)
+
+
+@pytest.mark.parametrize("name", ["kld", "entropy", "soft_ce", "ce"])
+def test_empty_region_is_zero_with_gradient(name):
+    logits = torch.randn(2, 3, 4, 5, requires_grad=True)
+    empty = torch.zeros(2, 4, 5, dtype=torch.bool)
+    loss = {"kld": lambda: losses.kld_uniform(logits, empty),
+            "entropy": lambda: losses.entropy(logits, empty),
+            "soft_ce": lambda: losses.soft_ce(logits, torch.full_like(logits, 1 / 3).detach(), empty),
+            "ce": lambda: losses.pseudo_ce(logits, torch.full((2, 4, 5), 255))}[name]()
+    assert loss.item() == 0.0 and loss.requires_grad and loss.grad_fn is not None
+    loss.backward()
+    assert logits.grad is not None and torch.count_nonzero(logits.grad) == 0
+
+
+def naive(logits, mask, kind, target=None):
+    batch, num_classes, height, width = logits.shape
+    p = logits.softmax(1)
+    total, count = 0.0, 0
+    for b in range(batch):
+        for y in range(height):
+            for x in range(width):
+                if not mask[b, y, x]:
+                    continue
+                count += 1
+                for c in range(num_classes):
+                    pc = p[b, c, y, x].item()
+                    if kind == "kld":
+                        total += -math.log(pc) / num_classes
+                    elif kind == "entropy":
+                        total += -pc * math.log(pc)
+                    else:
+                        total += -target[b, c, y, x].item() * math.log(pc)
+    return total / (num_classes * count) if count else 0.0
+
+
+def test_losses_match_naive_loop_and_mask_selects_region():
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 4, 3, 5, generator=gen, dtype=torch.float64) * 3
+    target = torch.randn(2, 4, 3, 5, generator=gen, dtype=torch.float64).softmax(1)
+    mask = torch.rand(2, 3, 5, generator=gen) > 0.5
+    assert losses.kld_uniform(logits, mask).item() == pytest.approx(naive(logits, mask, "kld"), rel=1e-12)
+    assert losses.entropy(logits, mask).item() == pytest.approx(naive(logits, mask, "entropy"), rel=1e-12)
+    assert losses.soft_ce(logits, target, mask).item() == pytest.approx(naive(logits, mask, "soft", target),
+                                                                        rel=1e-12)
+    # pixels outside the region do not matter, even non-finite ones
+    changed = logits.clone()
+    changed.permute(0, 2, 3, 1)[~mask] = torch.nan  # every class logit of every pixel outside the region
+    assert losses.entropy(changed, mask).item() == pytest.approx(losses.entropy(logits, mask).item(), rel=1e-12)
+    # pseudo CE equals torch's mean CE with ignore_index
+    labels = torch.randint(0, 4, (2, 3, 5), generator=gen)
+    labels[~mask] = 255
+    expected = torch.nn.functional.cross_entropy(logits, labels, ignore_index=255)
+    assert losses.pseudo_ce(logits, labels).item() == pytest.approx(expected.item(), rel=1e-12)
+
+
+def test_gradients_flow_only_from_region():
+    logits = torch.randn(1, 3, 2, 2, requires_grad=True)
+    mask = torch.tensor([[[True, False], [False, False]]])
+    losses.entropy(logits, mask).backward()
+    grad = logits.grad.abs().sum(1)[0]
+    assert grad[0, 0] > 0 and grad[0, 1] == 0 and grad[1, 0] == 0 and grad[1, 1] == 0
