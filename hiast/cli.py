@@ -46,9 +46,10 @@ def _stage_setup(args: argparse.Namespace):
     import torch
     from hiast import engine
     from hiast.workflow import scenario_from_json
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(getattr(args, "threads", 1))
     scenario = scenario_from_json(args.config)
-    return scenario, engine.device_of(args.device if args.device != "auto" else scenario.device)
+    device = getattr(args, "device", "auto")
+    return scenario, engine.device_of(device if device != "auto" else scenario.device)
 
 
 def _cmd_warmup(args):

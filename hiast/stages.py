@@ -68,6 +68,17 @@ def warmup(scenario: Scenario, source_manifest: Path, target_manifest: Path, out
         train_adversarial(model, source_aug, target, cfg.adversarial, device, seed=scenario.seed + 1,
                           desc="adversarial")
     save_weights(model, output)
+    _drop_state(state_dir)
+
+
+def _drop_state(state_dir: Path) -> None:
+    """The outputs are complete: the resumable state is no longer needed (it is as large as a model)."""
+    state_dir = Path(state_dir)
+    if state_dir.is_dir():
+        for path in state_dir.glob("*.pt"):
+            path.unlink()
+        if not any(state_dir.iterdir()):
+            state_dir.rmdir()
 
 
 # --- pseudo-labels -----------------------------------------------------------------------------------------
@@ -194,6 +205,7 @@ def self_train(scenario: Scenario, round_number: int, init: Path, pseudo_path: P
                              state_path=Path(state_dir) / "self_train.pt", desc=f"self-training round {round_number}")
     save_weights(teacher, teacher_output)
     save_weights(student, output)
+    _drop_state(state_dir)
 
 
 # --- evaluation and tables ---------------------------------------------------------------------------------

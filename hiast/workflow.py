@@ -33,8 +33,10 @@ def apply_smoke(raw: dict, smoke: dict | None) -> dict:
         for side in ("source", "target"):
             section = dict(out.get(side) or {})
             root = str(section.get("root", ""))
-            if root.startswith("data/") and not root.startswith(str(data_root).rstrip("/") + "/"):
-                section["root"] = str(Path(data_root) / root[len("data/"):])
+            for prefix in ("data/synthetic/", "data/"):
+                if root.startswith(prefix) and not root.startswith(str(data_root).rstrip("/") + "/"):
+                    section["root"] = str(Path(data_root) / root[len(prefix):])
+                    break
             out[side] = section
         if not out.get("synthetic"):
             out["synthetic"] = True
