@@ -1,0 +1,108 @@
+"""A tiny round on generated data: warm-up -> pseudo-labels -> bank -> self-training -> evaluation."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from hiast import datasets, h5io, stages
+from hiast.checkpoint import Interrupted
+from hiast.config import build
+from hiast.scenario import Scenario
+
+DEVICE = torch.device("cpu")
+
+
+def tiny_scenario(root, **overrides) -> Scenario:
+    data = {
+        "name": "tiny", "seed": 0, "synthetic": True, "label_space": "cityscapes19", "metrics": ["mIoU-19"],
+        "base_size": [64, 128],
+        "source": {"dataset": "gta5", "root": str(root / "GTA5"), "val_split": None},
+        "target": {"dataset": "cityscapes", "root": str(root / "cityscapes")},
+        "model": {"backbone": "resnet18", "pretrained": False},
+        "warmup": {"source_only": {"iterations": 4, "batch_size": 2, "lr": 1e-3, "head_lr_mult": 1.0},
+                   "adversarial": {"iterations": 2, "batch_size": 2}},
+        "rounds": [{"pseudo": {"alpha": 0.5}, "bank": {"num_hard": 5},
+                    "train": {"iterations": 4, "batch_size": 2, "lr": 1e-4, "checkpoint_every": 2}}],
+    }
+    data.update(overrides)
+    return build(Scenario, data)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_benchmark, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    scenario = tiny_scenario(tiny_benchmark)
+    for side, name in (("source", "gta5"), ("target", "cityscapes")):
+        data = getattr(scenario, side)
+        splits = [data.train_split] + ([data.val_split] if data.val_split else [])
+        datasets.write_manifest(datasets.build_manifest(name, data.root, splits=splits), out / f"{side}.csv")
+    stages.warmup(scenario, out / "source.csv", out / "target.csv", out / "warmup.pt", out / "wstate", DEVICE)
+    stages.pseudo_labels(scenario, 1, out / "warmup.pt", out / "target.csv", out / "pl.h5", DEVICE)
+    stages.instance_bank(scenario, 1, out / "pl.h5", out / "target.csv", out / "bank.h5")
+    stages.self_train(scenario, 1, out / "warmup.pt", out / "pl.h5", out / "bank.h5", out / "target.csv",
+                      out / "student.pt", out / "teacher.pt", out / "tstate", DEVICE)
+    table = stages.evaluate(scenario, out / "target.csv", {"student": out / "student.pt",
+                                                          "teacher": out / "teacher.pt"}, out / "eval.csv",
+                            out / "masks", DEVICE)
+    return scenario, out, table
+
+
+def test_pseudo_label_file(tiny_run):
+    scenario, out, _ = tiny_run
+    labels = h5io.read_pseudo_labels(out / "pl.h5", expected_count=8)
+    assert labels.attrs["policy"] == "IAS" and labels.attrs["alpha"] == 0.5
+    assert labels.all_labels().shape == (8, 48, 96)  # 0.75 x the 64x128 base size
+    values = np.unique(labels.all_labels())
+    assert set(values.tolist()) <= set(range(19)) | {255}
+    assert labels.thresholds.shape == (8, 19)
+    # each image's stored thresholds are the post-update thresholds of its instance (pairs of images)
+    order = labels.instance_order
+    for k, group in enumerate(order):
+        for index in group[group >= 0]:
+            np.testing.assert_allclose(labels.thresholds[index], labels.threshold_trajectory[k])
+
+
+def test_bank_file(tiny_run):
+    scenario, out, _ = tiny_run
+    bank = h5io.read_instance_bank(out / "bank.h5")
+    assert len(bank.hard_classes) == 5
+    assert bank.sampling_prob.sum() == pytest.approx(1.0)
+    assert (bank.sampling_prob[np.setdiff1d(np.arange(19), bank.hard_classes)] == 0).all()
+
+
+def test_eval_table_and_outputs(tiny_run):
+    scenario, out, table = tiny_run
+    assert list(table.model) == ["student", "teacher"]
+    assert list(table.columns[:2]) == ["model", "mIoU-19"] and "bicycle" in table.columns
+    back = pd.read_csv(out / "eval.csv")
+    assert back["mIoU-19"].between(0, 100).all()
+    assert not (out / "tstate").exists()  # the resumable state is dropped once the outputs are written
+    assert any((out / "masks" / "student").iterdir())
+
+
+def test_self_training_resumes_to_identical_weights(tiny_run, tmp_path):
+    """Stopped at iteration 2 and resumed, training ends with exactly the uninterrupted run's weights."""
+    from hiast.selftrain import PseudoLabelledTarget, train_round
+    scenario, out, _ = tiny_run
+    rows = stages.target_train(scenario, out / "target.csv")
+    cfg = scenario.rounds[0]
+
+    def run(stop_after=None, state=None):
+        data = PseudoLabelledTarget(stages.prepare.dataset(scenario, rows), h5io.read_pseudo_labels(out / "pl.h5"),
+                                    h5io.read_instance_bank(out / "bank.h5"), cfg.bank, scenario.scale)
+        student = stages.load_model(scenario, out / "warmup.pt")
+        teacher, history = train_round(student, data, cfg.train, DEVICE, seed=5, state_path=state,
+                                       stop_after=stop_after)
+        return student, teacher, history
+
+    student_a, teacher_a, history_a = run()
+    state = tmp_path / "state.pt"
+    with pytest.raises(Interrupted):
+        run(stop_after=1, state=state)
+    assert state.is_file()
+    student_b, teacher_b, history_b = run(state=state)
+    for a, b in zip(list(student_a.state_dict().values()) + list(teacher_a.state_dict().values()),
+                    list(student_b.state_dict().values()) + list(teacher_b.state_dict().values())):
+        assert torch.equal(a, b)
+    assert history_a == history_b
