@@ -5,19 +5,18 @@ rule generate_synthetic:
     output:
         SYNTHETIC_MARKER,
     params:
-        root=SYNTHETIC.get("root", "data/synthetic"),
+        hiast=HIAST,
+        root=lambda w, output: Path(output[0]).parent,
         args=hw.generate_args(SYNTHETIC),
     log:
         f"{RESULTS}/logs/generate_synthetic.log",
     benchmark:
         f"{RESULTS}/benchmarks/generate_synthetic.tsv"
     threads: SYNTHETIC.get("workers", 2)
+    conda:
+        ENV
     shell:
-        "{HIAST} generate --root {params.root} {params.args} > {log} 2>&1"
-
-
-def synthetic_input(wildcards):
-    return [SYNTHETIC_MARKER] if RESOLVED[wildcards.scenario]["synthetic"] else []
+        "{params.hiast} generate --root {params.root} {params.args} > {log} 2>&1"
 
 
 rule manifest:
@@ -26,6 +25,7 @@ rule manifest:
     output:
         f"{RESULTS}/{{scenario}}/manifests/{{side}}.csv",
     params:
+        hiast=HIAST,
         data=lambda w: RESOLVED[w.scenario][w.side],
         splits=lambda w: hw.splits_of(RESOLVED[w.scenario][w.side]),
     log:
@@ -33,6 +33,8 @@ rule manifest:
     benchmark:
         f"{RESULTS}/{{scenario}}/benchmarks/manifest_{{side}}.tsv"
     threads: 2
+    conda:
+        ENV
     shell:
-        "{HIAST} manifest {params.data[dataset]} {params.data[root]} {output} --splits {params.splits} "
+        "{params.hiast} manifest {params.data[dataset]} {params.data[root]} {output} --splits {params.splits} "
         "--workers {threads} > {log} 2>&1"

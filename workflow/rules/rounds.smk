@@ -2,16 +2,6 @@
 # Round 1 starts from the warm-up; round r+1 labels with round r's teacher and trains from its student.
 
 
-def labeller(w):
-    r = int(w.round)
-    return f"{RESULTS}/{w.scenario}/warmup/model.pt" if r == 1 else f"{RESULTS}/{w.scenario}/round_{r - 1}/teacher.pt"
-
-
-def initial_student(w):
-    r = int(w.round)
-    return f"{RESULTS}/{w.scenario}/warmup/model.pt" if r == 1 else f"{RESULTS}/{w.scenario}/round_{r - 1}/model.pt"
-
-
 rule pseudo_labels:
     input:
         model=labeller,
@@ -19,6 +9,7 @@ rule pseudo_labels:
     output:
         f"{RESULTS}/{{scenario}}/round_{{round}}/pseudo_labels.h5",
     params:
+        hiast=HIAST,
         cfg=lambda w: hw.stage_json(RESOLVED[w.scenario], "pseudo", int(w.round)),
         launch=launch("pseudo_labels"),
     log:
@@ -28,8 +19,10 @@ rule pseudo_labels:
     threads: config.get("threads", 2)
     resources:
         gpu=1,
+    conda:
+        ENV
     shell:
-        "{params.launch}{HIAST} pseudo --config {params.cfg:q} --round {wildcards.round} --model {input.model} "
+        "{params.launch}{params.hiast} pseudo --config {params.cfg:q} --round {wildcards.round} --model {input.model} "
         "--manifest {input.target} --output {output} --threads {threads} > {log} 2>&1"
 
 
@@ -40,14 +33,17 @@ rule instance_bank:
     output:
         f"{RESULTS}/{{scenario}}/round_{{round}}/instance_bank.h5",
     params:
+        hiast=HIAST,
         cfg=lambda w: hw.stage_json(RESOLVED[w.scenario], "bank", int(w.round)),
     log:
         f"{RESULTS}/{{scenario}}/logs/instance_bank_{{round}}.log",
     benchmark:
         f"{RESULTS}/{{scenario}}/benchmarks/instance_bank_{{round}}.tsv"
     threads: 1
+    conda:
+        ENV
     shell:
-        "{HIAST} bank --config {params.cfg:q} --round {wildcards.round} --pseudo-labels {input.pseudo} "
+        "{params.hiast} bank --config {params.cfg:q} --round {wildcards.round} --pseudo-labels {input.pseudo} "
         "--manifest {input.target} --output {output} > {log} 2>&1"
 
 
@@ -61,6 +57,7 @@ rule self_train:
         model=f"{RESULTS}/{{scenario}}/round_{{round}}/model.pt",
         teacher=f"{RESULTS}/{{scenario}}/round_{{round}}/teacher.pt",
     params:
+        hiast=HIAST,
         cfg=lambda w: hw.stage_json(RESOLVED[w.scenario], "train", int(w.round)),
         state=f"{RESULTS}/{{scenario}}/round_{{round}}/state",
         launch=launch("self_train"),
@@ -71,8 +68,10 @@ rule self_train:
     threads: config.get("threads", 2)
     resources:
         gpu=1,
+    conda:
+        ENV
     shell:
-        "{params.launch}{HIAST} train --config {params.cfg:q} --round {wildcards.round} --init {input.init} "
+        "{params.launch}{params.hiast} train --config {params.cfg:q} --round {wildcards.round} --init {input.init} "
         "--pseudo-labels {input.pseudo} --bank {input.bank} --manifest {input.target} "
         "--output {output.model} --teacher-output {output.teacher} --state-dir {params.state} "
         "--threads {threads} > {log} 2>&1"
@@ -86,6 +85,7 @@ rule eval_round:
     output:
         f"{RESULTS}/{{scenario}}/round_{{round}}/eval.csv",
     params:
+        hiast=HIAST,
         cfg=lambda w: hw.stage_json(RESOLVED[w.scenario], "eval"),
         masks=f"{RESULTS}/{{scenario}}/round_{{round}}/masks",
         launch=launch("eval"),
@@ -96,7 +96,9 @@ rule eval_round:
     threads: config.get("threads", 2)
     resources:
         gpu=1,
+    conda:
+        ENV
     shell:
-        "{params.launch}{HIAST} eval --config {params.cfg:q} --manifest {input.target} "
+        "{params.launch}{params.hiast} eval --config {params.cfg:q} --manifest {input.target} "
         "--model student={input.model} --model teacher={input.teacher} --output {output} "
         "--masks {params.masks} --threads {threads} > {log} 2>&1"

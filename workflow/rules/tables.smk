@@ -8,11 +8,14 @@ rule scenario_summary:
     output:
         f"{RESULTS}/{{scenario}}/summary.csv",
     params:
+        hiast=HIAST,
         cfg=lambda w: hw.stage_json(RESOLVED[w.scenario], "eval"),
     log:
         f"{RESULTS}/{{scenario}}/logs/summary.log",
+    conda:
+        ENV
     shell:
-        "{HIAST} summary --config {params.cfg:q} --warmup {input.warmup} --rounds {input.rounds} "
+        "{params.hiast} summary --config {params.cfg:q} --warmup {input.warmup} --rounds {input.rounds} "
         "--output {output} > {log} 2>&1"
 
 
@@ -21,7 +24,11 @@ rule results_table:
         expand(f"{RESULTS}/{{scenario}}/summary.csv", scenario=list(SCENARIOS)),
     output:
         f"{RESULTS}/summary.md",
+    params:
+        hiast=HIAST,
     log:
         f"{RESULTS}/logs/results_table.log",
+    conda:
+        ENV
     shell:
-        "{HIAST} table {input} --output {output} > {log} 2>&1"
+        "{params.hiast} table {input} --output {output} > {log} 2>&1"

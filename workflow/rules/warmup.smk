@@ -8,6 +8,7 @@ rule warmup:
     output:
         model=f"{RESULTS}/{{scenario}}/warmup/model.pt",
     params:
+        hiast=HIAST,
         cfg=lambda w: hw.stage_json(RESOLVED[w.scenario], "warmup"),
         state=f"{RESULTS}/{{scenario}}/warmup/state",
         launch=launch("warmup"),
@@ -18,8 +19,10 @@ rule warmup:
     threads: config.get("threads", 2)
     resources:
         gpu=1,
+    conda:
+        ENV
     shell:
-        "{params.launch}{HIAST} warmup --config {params.cfg:q} --source-manifest {input.source} "
+        "{params.launch}{params.hiast} warmup --config {params.cfg:q} --source-manifest {input.source} "
         "--target-manifest {input.target} --output {output.model} --state-dir {params.state} "
         "--threads {threads} > {log} 2>&1"
 
@@ -31,6 +34,7 @@ rule eval_warmup:
     output:
         f"{RESULTS}/{{scenario}}/warmup/eval.csv",
     params:
+        hiast=HIAST,
         cfg=lambda w: hw.stage_json(RESOLVED[w.scenario], "eval"),
         masks=f"{RESULTS}/{{scenario}}/warmup/masks",
         launch=launch("eval"),
@@ -41,6 +45,8 @@ rule eval_warmup:
     threads: config.get("threads", 2)
     resources:
         gpu=1,
+    conda:
+        ENV
     shell:
-        "{params.launch}{HIAST} eval --config {params.cfg:q} --manifest {input.target} "
+        "{params.launch}{params.hiast} eval --config {params.cfg:q} --manifest {input.target} "
         "--model warmup={input.model} --output {output} --masks {params.masks} --threads {threads} > {log} 2>&1"

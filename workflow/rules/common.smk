@@ -1,0 +1,23 @@
+# Input functions and helpers shared by the rules (kept apart from the rules, as the linter asks).
+
+
+def launch(rule_name):
+    """Prefix of a GPU-heavy rule's command: nothing locally, the submitit launcher on SLURM."""
+    return lambda w: hw.launcher_prefix(config, rule_name, f"{RESULTS}/{w.scenario}/logs/submitit")
+
+
+def synthetic_input(wildcards):
+    """Synthetic scenarios wait for the embedded benchmark to be written."""
+    return [SYNTHETIC_MARKER] if RESOLVED[wildcards.scenario]["synthetic"] else []
+
+
+def labeller(w):
+    """Round 1 is labelled by the warm-up model, round r by round r-1's EMA teacher."""
+    r = int(w.round)
+    return f"{RESULTS}/{w.scenario}/warmup/model.pt" if r == 1 else f"{RESULTS}/{w.scenario}/round_{r - 1}/teacher.pt"
+
+
+def initial_student(w):
+    """Round 1 starts from the warm-up model, round r from round r-1's student."""
+    r = int(w.round)
+    return f"{RESULTS}/{w.scenario}/warmup/model.pt" if r == 1 else f"{RESULTS}/{w.scenario}/round_{r - 1}/model.pt"
