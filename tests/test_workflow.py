@@ -1,0 +1,140 @@
+"""The Snakemake workflow: config slices per stage, smoke preset, lint, dry runs, reruns after an edit."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hiast import workflow as hw
+from hiast.config import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+
+def resolved(name="synthetic_gta5_to_cityscapes", smoke=None):
+    return hw.resolve(ROOT / "config" / "scenarios", name, smoke)[0]
+
+
+def test_round_two_edit_changes_only_round_two_slices():
+    before = resolved()
+    after = json.loads(json.dumps(before))
+    after["rounds"][1]["pseudo"]["alpha"] = 0.3
+    after["rounds"][1]["train"]["iterations"] = 7
+    changed = {(stage, r) for stage in ("pseudo", "bank", "train") for r in (1, 2, 3)
+               if hw.stage_json(before, stage, r) != hw.stage_json(after, stage, r)}
+    assert changed == {("pseudo", 2), ("train", 2)}
+    for stage in ("warmup", "eval", "manifest"):
+        assert hw.stage_json(before, stage) == hw.stage_json(after, stage)
+
+
+def test_stage_json_round_trips_to_the_scenario():
+    raw = resolved()
+    scenario = hw.scenario_from_json(hw.stage_json(raw, "train", 2))
+    assert scenario.rounds[1].train == hw.scenario_from_json(json.dumps(raw)).rounds[1].train
+    with pytest.raises(ValueError, match="round 4"):
+        hw.stage_slice(raw, "train", 4)
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        hw.scenario_from_json("{")
+
+
+def test_smoke_preset_maps_roots_and_every_round():
+    smoke = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())["smoke"]
+    real = resolved("gta5_to_cityscapes", smoke)
+    assert real["source"]["root"] == "data/smoke/GTA5" and real["target"]["root"] == "data/smoke/cityscapes"
+    assert real["model"]["backbone"] == "resnet18" and real["base_size"] == [64, 128]
+    assert all(r["train"]["iterations"] == 4 for r in real["rounds"])
+    assert real["rounds"][2]["train"]["lr"] == 1e-6  # the scenario's own round settings survive
+    synth = resolved("synthetic_synthia_to_cityscapes", smoke)
+    assert synth["source"]["root"] == "data/smoke/SYNTHIA_RAND_CITYSCAPES"
+
+
+def test_unknown_scenario_is_named():
+    with pytest.raises(ConfigError, match=r"no scenario file .*nope\.yaml; known scenarios"):
+        hw.resolve(ROOT / "config" / "scenarios", "nope")
+
+
+def test_launcher_prefix():
+    assert hw.launcher_prefix({"launcher": "local"}, "self_train", "x") == ""
+    prefix = hw.launcher_prefix({"launcher": "slurm", "slurm": {"partition": "gpu"}}, "self_train", "r/logs")
+    assert "-m hiast.launch --rule self_train --folder r/logs" in prefix and prefix.endswith(" -- ")
+    assert hw.launcher_prefix({"launcher": "slurm"}, "instance_bank", "x") == ""  # light rules stay local
+
+
+def run_snakemake(*args, cwd=ROOT, check=True):
+    env = dict(os.environ, HIAST_NO_PROGRESS="1")
+    result = subprocess.run(SNAKEMAKE + list(args), cwd=cwd, capture_output=True, text=True, env=env, timeout=900)
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+def job_counts(output: str) -> dict:
+    table = output.split("Job stats:")[-1]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m.group(1) != "total"}
+
+
+def test_lint_is_clean():
+    result = run_snakemake("--lint")
+    assert "Congratulations, your workflow is in a good condition" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("scenario", ["gta5_to_cityscapes", "synthia_to_cityscapes", "cityscapes_to_oxford"])
+def test_dry_run_of_each_real_scenario_plans_the_expected_jobs(scenario, tmp_path):
+    result = run_snakemake("-n", "--config", f"scenarios=[{scenario}]", f"results={tmp_path}/results")
+    counts = job_counts(result.stdout)
+    assert counts == {"manifest": 2, "warmup": 1, "eval_warmup": 1, "pseudo_labels": 3, "instance_bank": 3,
+                      "self_train": 3, "eval_round": 3, "scenario_summary": 1, "results_table": 1, "all": 1}
+
+
+def test_bad_config_stops_before_any_job(tmp_path):
+    result = run_snakemake("-n", "--config", "bogus_key=1", check=False)
+    assert result.returncode != 0 and "bogus_key" in result.stdout + result.stderr
+    scenarios = tmp_path / "scenarios"
+    scenarios.mkdir()
+    (scenarios / "bad.yaml").write_text("rounds: [{pseudo: {alpha: 2.0}}]\n")
+    result = run_snakemake("-n", "--config", "scenarios=[bad]", f"scenario_dir={scenarios}", check=False)
+    text = result.stdout + result.stderr
+    assert result.returncode != 0 and "rounds[0].pseudo.alpha: 2.0 is out of range" in text
+    assert "Job stats" not in text
+
+
+@pytest.fixture(scope="module")
+def smoke_project(tmp_path_factory):
+    """A project folder with its own config, results and data, run once through the smoke preset."""
+    work = tmp_path_factory.mktemp("project")
+    shutil.copytree(ROOT / "config", work / "config")
+    args = ["-s", str(ROOT / "workflow" / "Snakefile"), "-d", str(work), "--cores", "2",
+            "--configfile", str(work / "config" / "smoke.yaml"), "--config",
+            "scenarios=[synthetic_gta5_to_cityscapes]"]
+    run_snakemake(*args)
+    return work, args
+
+
+def test_smoke_run_writes_every_contract_path(smoke_project):
+    work, _ = smoke_project
+    results = work / "results" / "smoke" / "synthetic_gta5_to_cityscapes"
+    for path in ["manifests/source.csv", "manifests/target.csv", "warmup/model.pt", "warmup/eval.csv",
+                 "summary.csv"] + [f"round_{r}/{f}" for r in (1, 2, 3) for f in
+                                   ("pseudo_labels.h5", "instance_bank.h5", "model.pt", "teacher.pt", "eval.csv")]:
+        assert (results / path).is_file(), path
+    assert (work / "results" / "smoke" / "summary.md").read_text().count("synthetic_gta5_to_cityscapes") == 2
+    assert (results / "benchmarks" / "self_train_1.tsv").is_file()
+
+
+def test_editing_round_two_reruns_round_two_and_later_only(smoke_project):
+    work, args = smoke_project
+    path = work / "config" / "scenarios" / "synthetic_gta5_to_cityscapes.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["rounds"] = [{}, {"pseudo": {"alpha": 0.3}}, {}]
+    path.write_text(yaml.safe_dump(data))
+    counts = job_counts(run_snakemake(*args, "-n").stdout)
+    # rounds 2 and 3 (round 3 is labelled by round 2's teacher); the warm-up and round 1 keep their files
+    assert counts == {"pseudo_labels": 2, "instance_bank": 2, "self_train": 2, "eval_round": 2,
+                      "scenario_summary": 1, "results_table": 1, "all": 1}
