@@ -47,7 +47,11 @@ def _stage_setup(args: argparse.Namespace):
     from hiast import engine
     from hiast.workflow import scenario_from_json
     torch.set_num_threads(getattr(args, "threads", 1))
-    scenario = scenario_from_json(args.config)
+    if args.scenario is not None:
+        from hiast.scenario import load_scenario
+        scenario = load_scenario(args.scenario)
+    else:
+        scenario = scenario_from_json(args.config)
     device = getattr(args, "device", "auto")
     return scenario, engine.device_of(device if device != "auto" else scenario.device)
 
@@ -97,8 +101,7 @@ def _cmd_eval(args):
 
 def _cmd_summary(args):
     from hiast import stages
-    from hiast.workflow import scenario_from_json
-    scenario = scenario_from_json(args.config)
+    scenario, _ = _stage_setup(args)
     table = stages.summary(scenario, args.warmup, args.rounds, args.output)
     print(table[["stage", "model", *scenario.metrics]].to_string(index=False, float_format="%.2f"))
 
@@ -110,8 +113,10 @@ def _cmd_table(args):
 
 
 def _add_stage_options(parser: argparse.ArgumentParser, threads: bool = True) -> None:
-    parser.add_argument("--config", required=True,
-                        help="the scenario slice as JSON (the rule's params; unset parts take defaults)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--config", help="the scenario slice as JSON (the rule's params; unset parts take "
+                                         "defaults)")
+    source.add_argument("--scenario", type=Path, help="a scenario file (config/scenarios/<name>.yaml) instead")
     if threads:
         parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
         parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: the config's)")
