@@ -132,7 +132,7 @@ def test_editing_round_two_reruns_round_two_and_later_only(smoke_project):
     work, args = smoke_project
     path = work / "config" / "scenarios" / "synthetic_gta5_to_cityscapes.yaml"
     data = yaml.safe_load(path.read_text())
-    data["rounds"] = [{}, {"pseudo": {"alpha": 0.3}}, {}]
+    data["rounds"][1].setdefault("pseudo", {})["alpha"] = 0.3
     path.write_text(yaml.safe_dump(data))
     counts = job_counts(run_snakemake(*args, "-n").stdout)
     # rounds 2 and 3 (round 3 is labelled by round 2's teacher); the warm-up and round 1 keep their files
