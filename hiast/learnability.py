@@ -61,6 +61,8 @@ def run(scenario: Scenario, output: Path, device_name: str = "auto", seed: int |
     source_time = time.time() - started
     holdout_miou, holdout_iou = _score(scenario, source_model, source_holdout, device, metric)
     target_miou, target_iou = _score(scenario, source_model, target_val, device, metric)
+    log.info("%s: source-only: held-out source %s %.1f, target val %.1f", scenario.name, metric, holdout_miou,
+             target_miou)
     started = time.time()
     oracle_model, oracle_losses = _fit(scenario, target_train, device, seed, "oracle")
     oracle_time = time.time() - started
