@@ -266,8 +266,8 @@ def build_manifest(dataset: str, root: str | os.PathLike, splits: Iterable[str] 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         results = pool.map(_verify_row, rows)
         if progress:
-            from tqdm import tqdm
-            results = tqdm(results, total=len(rows), desc=f"verify {dataset}", mininterval=5)
+            from hiast.engine import progress as progress_bar
+            results = progress_bar(results, f"verify {dataset}", total=len(rows))
         results = list(results)
     problems = [p for _, p in results if p]
     if problems:

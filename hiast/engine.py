@@ -121,10 +121,25 @@ def evaluate(model: torch.nn.Module, dataset, num_classes: int, device: torch.de
     return confusion
 
 
+class _LineWriter:
+    """A file-like for tqdm in log files: each refresh becomes one whole line (no carriage returns)."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text: str) -> None:
+        text = text.replace("\r", "").strip()
+        if text:
+            self.stream.write(text + "\n")
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
 def progress(iterable, desc: str, total: int | None = None, **kwargs):
     """tqdm with a rate and time left; in a log file (not a terminal) it prints whole lines now and then."""
     from tqdm import tqdm
     interactive = sys.stderr.isatty()
     return tqdm(iterable, desc=desc, total=total, dynamic_ncols=interactive, ascii=not interactive,
                 mininterval=0.5 if interactive else 30.0, disable=os.environ.get("HIAST_NO_PROGRESS") == "1",
-                **kwargs)
+                file=sys.stderr if interactive else _LineWriter(sys.stderr), **kwargs)
