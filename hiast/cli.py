@@ -17,7 +17,7 @@ def _cmd_generate(args: argparse.Namespace) -> None:
             raise SystemExit(f"--count {item!r}: expected NAME=N with NAME in {sorted(counts)}")
         counts[name] = int(value)
     summary = synthetic.generate_benchmark(args.root, seed=args.seed, height=args.height, width=args.width,
-                                           counts=counts, workers=args.workers)
+                                           counts=counts, workers=args.workers, gap=args.gap)
     print(f"wrote the synthetic benchmark under {args.root}: {summary.get('counts', summary)}")
 
 
@@ -140,6 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--height", type=int, default=256)
     gen.add_argument("--width", type=int, default=512)
     gen.add_argument("--workers", type=int, default=2)
+    gen.add_argument("--gap", type=float, default=1.0,
+                     help="domain-gap multiplier (0: one average style for all domains; 1: calibrated)")
     gen.add_argument("--count", action="append", metavar="NAME=N",
                      help="images per dataset split, e.g. gta5=600 (repeatable)")
     gen.set_defaults(func=_cmd_generate)

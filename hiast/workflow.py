@@ -98,7 +98,7 @@ def scenario_from_json(text: str) -> Scenario:
 
 def generate_args(synthetic: dict) -> str:
     """Command-line options of `hiast generate` from config.yaml's `synthetic` section."""
-    args = [f"--{key} {synthetic[key]}" for key in ("seed", "height", "width", "workers") if key in synthetic]
+    args = [f"--{key} {synthetic[key]}" for key in ("seed", "height", "width", "workers", "gap") if key in synthetic]
     args += [f"--count {name}={count}" for name, count in sorted((synthetic.get("counts") or {}).items())]
     return " ".join(args)
 
