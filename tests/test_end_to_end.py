@@ -106,3 +106,21 @@ def test_self_training_resumes_to_identical_weights(tiny_run, tmp_path):
                     list(student_b.state_dict().values()) + list(teacher_b.state_dict().values())):
         assert torch.equal(a, b)
     assert history_a == history_b
+
+
+def test_loader_workers_do_not_change_the_result(tiny_run):
+    """Batches and augmentations are a function of (seed, iteration): 0 or 2 loader processes agree."""
+    import dataclasses
+    from hiast.selftrain import PseudoLabelledTarget, train_round
+    scenario, out, _ = tiny_run
+    rows = stages.target_train(scenario, out / "target.csv")
+    cfg = scenario.rounds[0]
+    weights = []
+    for workers in (0, 2):
+        data = PseudoLabelledTarget(stages.prepare.dataset(scenario, rows), h5io.read_pseudo_labels(out / "pl.h5"),
+                                    h5io.read_instance_bank(out / "bank.h5"), cfg.bank, scenario.scale)
+        student = stages.load_model(scenario, out / "warmup.pt")
+        train_round(student, data, dataclasses.replace(cfg.train, iterations=2, workers=workers), DEVICE, seed=3)
+        weights.append(student.state_dict())
+    for key in weights[0]:
+        assert torch.equal(weights[0][key], weights[1][key]), key
