@@ -78,3 +78,19 @@ def load_state(path: str | os.PathLike) -> dict | None:
     except Exception as err:  # a state we cannot read is not trusted: start over, but say so
         log.error("%s: unreadable training state (%s); starting from the beginning", path, err)
         return None
+
+
+def restore(path: str | os.PathLike | None, **stateful) -> dict | None:
+    """Load the saved state at `path` (if any) into each named object (`model=...`, `optimizer=...`) by its
+    key; returns the whole saved dict (for the iteration and histories), or None when there is none."""
+    saved = load_state(path) if path else None
+    if saved is not None:
+        for name, obj in stateful.items():
+            obj.load_state_dict(saved[name])
+    return saved
+
+
+def snapshot(path: str | os.PathLike | None, extra: dict, **stateful) -> None:
+    """Save each named object's state_dict plus `extra` (iteration, histories) atomically; no-op without path."""
+    if path is not None:
+        save_state(path, {**{name: obj.state_dict() for name, obj in stateful.items()}, **extra})

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torchvision import tv_tensors
 
 from hiast import bank as hpla
@@ -152,22 +151,16 @@ def train_round(student: torch.nn.Module, data: PseudoLabelledTarget, cfg: SelfT
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg.schedule, cfg.iterations))
     history: dict[str, list[float]] = {}
     start = 0
-    saved = checkpoint.load_state(state_path) if state_path else None
+    saved = checkpoint.restore(state_path, student=student, teacher=teacher, optimizer=optimizer,
+                               scheduler=scheduler)
     if saved is not None:
-        student.load_state_dict(saved["student"])
-        teacher.load_state_dict(saved["teacher"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
         history = {k: list(v) for k, v in saved["history"].items()}
         start = int(saved["iteration"])
         log.info("%s: resuming at iteration %d from %s", desc, start, state_path)
 
     def save(iteration: int) -> None:
-        if state_path is not None:
-            checkpoint.save_state(state_path, {
-                "student": student.state_dict(), "teacher": teacher.state_dict(),
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "iteration": iteration, "history": history})
+        checkpoint.snapshot(state_path, {"iteration": iteration, "history": history}, student=student,
+                            teacher=teacher, optimizer=optimizer, scheduler=scheduler)
 
     loader = iteration_loader(data, cfg.batch_size, seed, start, cfg.iterations, cfg.workers)
     last_good = start

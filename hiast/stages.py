@@ -15,7 +15,6 @@ import torch
 
 from hiast import bank as hpla
 from hiast import engine, h5io, prepare, pseudo
-from hiast.checkpoint import Interrupted
 from hiast.classes import IGNORE
 from hiast.datasets import manifest_fingerprint, read_manifest, resize_nearest
 from hiast.evaluation import evaluate_models, write_table
@@ -262,5 +261,4 @@ def _fmt(value) -> str:
     return "–" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{float(value):.1f}"
 
 
-__all__ = ["warmup", "pseudo_labels", "instance_bank", "self_train", "evaluate", "summary", "results_table",
-           "Interrupted"]
+__all__ = ["warmup", "pseudo_labels", "instance_bank", "self_train", "evaluate", "summary", "results_table"]

@@ -78,19 +78,14 @@ def train_supervised(model: torch.nn.Module, dataset, transform, cfg: Supervised
     scheduler = make_scheduler(optimizer, cfg)
     losses: list[float] = []
     start = 0
-    saved = checkpoint.load_state(state_path) if state_path else None
+    saved = checkpoint.restore(state_path, model=model, optimizer=optimizer, scheduler=scheduler)
     if saved is not None:
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
         losses, start = list(saved["losses"]), int(saved["iteration"])
         log.info("%s: resuming at iteration %d from %s", desc, start, state_path)
 
     def save(iteration: int) -> None:
-        if state_path is not None:
-            checkpoint.save_state(state_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                               "scheduler": scheduler.state_dict(), "iteration": iteration,
-                                               "losses": losses})
+        checkpoint.snapshot(state_path, {"iteration": iteration, "losses": losses}, model=model,
+                            optimizer=optimizer, scheduler=scheduler)
 
     loader = iteration_loader(Augmented(dataset, transform), cfg.batch_size, seed, start, cfg.iterations,
                               cfg.workers)
