@@ -33,8 +33,8 @@ leaves room or differs:
   `stage.discriminator_lr`, betas (0.9, 0.99), no weight decay (AdaptSegNet). Both learning rates are
   constant: `AdversarialStage` has no schedule option (AdaptSegNet decays both polynomially).
 * D is initialised from a random-number stream seeded by `seed` that leaves the global one untouched, and the
-  two loaders are shuffled with generators seeded by `seed` (source) and `seed + 1` (target), so a run is
-  deterministic given `seed` (on CPU; on GPU as far as cuDNN is).
+  two streams of batches are iteration-addressed (`hiast.sampling`) with seeds `seed` (source) and `seed + 1`
+  (target), so a run is deterministic given `seed` (on CPU; on GPU as far as cuDNN is) and resumable.
 * Histories hold the *unweighted* terms per iteration: source CE ("seg"), generator adversarial loss ("adv"),
   discriminator loss, i.e. the mean of its two halves ("d_loss"), and the mean normalised target entropy
   ("entropy", logged even when MinEnt is off).
@@ -44,15 +44,16 @@ from __future__ import annotations
 
 import logging
 import math
+from pathlib import Path
 from typing import NamedTuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from hiast import engine
+from hiast import checkpoint, engine
 from hiast.model import param_groups
-from hiast.supervised import segmentation_ce
+from hiast.supervised import iteration_loader, segmentation_ce
 
 log = logging.getLogger(__name__)
 
@@ -222,14 +223,31 @@ def make_optimizers(model: nn.Module, discriminator: nn.Module, stage):
 # --------------------------------------------------------------------------------------------- training
 
 
+class _Indexed:
+    """A plain dataset as an `item(index, rng)` source: its transforms draw from torch's generator, which
+    SeededItems seeds per sample, so every batch is a function of (seed, iteration) and a resumed run draws
+    what an uninterrupted one would."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def item(self, index: int, rng) -> dict:
+        return self.dataset[index]
+
+
 def train_adversarial(model: nn.Module, source_dataset, target_dataset, stage, device: torch.device,
-                      seed: int = 0, desc: str = "adversarial",
-                      discriminator: nn.Module | None = None) -> dict[str, list[float]]:
+                      seed: int = 0, desc: str = "adversarial", discriminator: nn.Module | None = None,
+                      state_path: Path | None = None) -> dict[str, list[float]]:
     """Adversarially adapt `model` in place for `stage.iterations` iterations (see the module docstring).
 
     Datasets yield dicts with "image" uint8 [3, H, W]; source items also "label" [H, W] (target labels are
     not read). `discriminator` (default: a fresh `build_discriminator(num_classes, seed=seed)`) is trained in
-    place, so a caller that passes one keeps it. Returns {"seg", "adv", "d_loss", "entropy"}: one float per
+    place, so a caller that passes one keeps it. With `state_path`, the whole state (both networks, both
+    optimisers, histories) is saved every `stage.checkpoint_every` iterations and on SIGTERM/SIGUSR2, and a
+    rerun resumes from it to the same weights. Returns {"seg", "adv", "d_loss", "entropy"}: one float per
     iteration each."""
     for name, allowed in (("discriminator_input", DISCRIMINATOR_INPUTS), ("gan_loss", GAN_LOSSES)):
         if getattr(stage, name) not in allowed:
@@ -243,24 +261,45 @@ def train_adversarial(model: nn.Module, source_dataset, target_dataset, stage, d
     discriminator.to(device).train()
     seg_opt, d_opt = make_optimizers(model, discriminator, stage)
 
-    workers = getattr(stage, "workers", 0)
-    batches = {}
-    for name, dataset, offset in (("source", source_dataset, 0), ("target", target_dataset, 1)):
-        loader = engine.make_loader(dataset, stage.batch_size, shuffle=True, seed=seed + offset, workers=workers,
-                                    drop_last=len(dataset) >= stage.batch_size)
-        batches[name] = engine.forever(loader)
-
     history: dict[str, list[float]] = {key: [] for key in HISTORY_KEYS}
-    for iteration in engine.progress(range(stage.iterations), desc):
-        source, target = next(batches["source"]), next(batches["target"])
-        out = generator_step(model, discriminator, seg_opt,
-                             engine.to_input(source["image"], device), source["label"].to(device),
-                             engine.to_input(target["image"], device), stage)
-        d_loss = discriminator_step(discriminator, d_opt, out.source_input, out.target_input, stage)
-        for key, value in (("seg", out.seg), ("adv", out.adv), ("d_loss", d_loss), ("entropy", out.entropy)):
-            history[key].append(value)
-        if stage.log_every and (iteration + 1) % stage.log_every == 0:
-            means = {k: sum(v[-stage.log_every:]) / len(v[-stage.log_every:]) for k, v in history.items()}
-            log.info("%s it %d/%d seg %.4f adv %.4f d_loss %.4f entropy %.4f", desc, iteration + 1,
-                     stage.iterations, means["seg"], means["adv"], means["d_loss"], means["entropy"])
+    start = 0
+    stateful = {"model": model, "discriminator": discriminator, "seg_optimizer": seg_opt, "d_optimizer": d_opt}
+    saved = checkpoint.restore(state_path, **stateful)
+    if saved is not None:
+        history, start = {k: list(v) for k, v in saved["history"].items()}, int(saved["iteration"])
+        log.info("%s: resuming at iteration %d from %s", desc, start, state_path)
+
+    def save(iteration: int) -> None:
+        checkpoint.snapshot(state_path, {"iteration": iteration, "history": history}, **stateful)
+
+    workers = getattr(stage, "workers", 0)
+    source_batches = iteration_loader(_Indexed(source_dataset), stage.batch_size, seed, start, stage.iterations,
+                                      workers)
+    target_batches = iteration_loader(_Indexed(target_dataset), stage.batch_size, seed + 1, start,
+                                      stage.iterations, workers)
+    every = getattr(stage, "checkpoint_every", 0)
+    with checkpoint.StopFlag() as flag:
+        for iteration, source, target in zip(engine.progress(range(start, stage.iterations), desc),
+                                             source_batches, target_batches):
+            out = generator_step(model, discriminator, seg_opt,
+                                 engine.to_input(source["image"], device), source["label"].to(device),
+                                 engine.to_input(target["image"], device), stage)
+            d_loss = discriminator_step(discriminator, d_opt, out.source_input, out.target_input, stage)
+            values = {"seg": out.seg, "adv": out.adv, "d_loss": d_loss, "entropy": out.entropy}
+            if not all(math.isfinite(v) for v in values.values()):
+                terms = ", ".join(f"{k}={v}" for k, v in values.items())
+                raise checkpoint.Diverged(f"{desc}: non-finite loss at iteration {iteration} ({terms}); "
+                                          f"the last good state is kept in {state_path}")
+            for key, value in values.items():
+                history[key].append(value)
+            done = iteration + 1
+            if stage.log_every and done % stage.log_every == 0:
+                means = {k: sum(v[-stage.log_every:]) / len(v[-stage.log_every:]) for k, v in history.items()}
+                log.info("%s it %d/%d seg %.4f adv %.4f d_loss %.4f entropy %.4f", desc, done,
+                         stage.iterations, means["seg"], means["adv"], means["d_loss"], means["entropy"])
+            if every and done % every == 0 and done < stage.iterations:
+                save(done)
+            if flag.stop and done < stage.iterations:
+                save(done)
+                raise checkpoint.Interrupted(f"{desc}: stopped at iteration {done}; state saved to {state_path}")
     return history

@@ -30,6 +30,19 @@ def _cmd_manifest(args: argparse.Namespace) -> None:
           f"{datasets.size_mismatches(table)} label(s) resized to their image size")
 
 
+def _cmd_bench_ias(args: argparse.Namespace) -> None:
+    import torch
+    from hiast import speed
+    torch.set_num_threads(args.threads)
+    result = speed.ias_speed(args.height, args.width, args.repeats, device=args.device)
+    speed.write_json(result, args.output)
+    print(f"IAS step, one instance {result['shape']} on {result['device']} ({result['torch_threads']} threads): "
+          f"ours {1000 * result['ours_s']:.1f} ms, official way {1000 * result['official_s']:.0f} ms, "
+          f"speed-up {result['speedup']:.1f}x; thresholds equal to float64 np.quantile: "
+          f"{result['thresholds_equal_float64_np_quantile']}; labels agreeing with the official (float16) way: "
+          f"{100 * result['label_agreement_vs_official']:.3f}%")
+
+
 def _cmd_bench_learnability(args: argparse.Namespace) -> None:
     from hiast import learnability
     from hiast.scenario import load_scenario
@@ -52,8 +65,10 @@ def _stage_setup(args: argparse.Namespace):
         scenario = load_scenario(args.scenario)
     else:
         scenario = scenario_from_json(args.config)
-    device = getattr(args, "device", "auto")
-    return scenario, engine.device_of(device if device != "auto" else scenario.device)
+    device = engine.device_of(getattr(args, "device", "auto") if getattr(args, "device", "auto") != "auto"
+                              else scenario.device)
+    engine.check_precision(scenario.model.precision, device)
+    return scenario, device
 
 
 def _cmd_warmup(args):
@@ -66,7 +81,13 @@ def _cmd_warmup(args):
 def _cmd_pseudo(args):
     from hiast import stages
     scenario, device = _stage_setup(args)
-    stages.pseudo_labels(scenario, args.round, args.model, args.manifest, args.output, device)
+    if args.shard is not None:
+        if args.from_shards:
+            raise SystemExit("--shard and --from-shards exclude each other: infer one shard, or label from all")
+        stages.pseudo_shard(scenario, args.round, args.model, args.manifest, args.shard, args.output, device)
+    else:
+        stages.pseudo_labels(scenario, args.round, args.model, args.manifest, args.output, device,
+                             shard_paths=args.from_shards or None)
     print(f"wrote {args.output}")
 
 
@@ -171,12 +192,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("pseudo", help="pseudo-labels of the target train split (IAS, CBST, CT or NT)",
                        description="Reads a model's weights and the target manifest. Writes pseudo_labels.h5: "
                                    "image_ids, labels [N,H,W] uint8 (255 = none), thresholds [N,C], attributes "
-                                   "policy, alpha, beta, gamma, num_classes, class_mean_conf.")
+                                   "policy, alpha, beta, gamma, num_classes, class_mean_conf. Sharded (the "
+                                   "round's pseudo.shards = K): K runs with --shard k each write the model "
+                                   "outputs of every K-th instance (model_outputs_k.h5: conf float32, pred "
+                                   "uint8), then one run with --from-shards reads them back for the sequential "
+                                   "IAS pass; the labels are byte-identical to one process's (same device "
+                                   "kind and CPU thread count).")
     _add_stage_options(p)
     p.add_argument("--round", required=True, type=int)
     p.add_argument("--model", required=True, type=Path)
     p.add_argument("--manifest", required=True, type=Path)
     p.add_argument("--output", required=True, type=Path)
+    p.add_argument("--shard", type=int, help="infer only shard k (0-based) and write its model outputs")
+    p.add_argument("--from-shards", nargs="+", type=Path, metavar="OUTPUTS",
+                   help="label from the shards' model outputs (in shard order) instead of running the model")
     p.set_defaults(func=_cmd_pseudo)
 
     p = sub.add_parser("bank", help="hard-class instance bank (HPLA) from the pseudo-labels",
@@ -245,6 +274,18 @@ def build_parser() -> argparse.ArgumentParser:
     learn.add_argument("--device", default="auto")
     learn.add_argument("--seed", type=int, default=None, help="default: the scenario's seed")
     learn.set_defaults(func=_cmd_bench_learnability)
+    ias = bench_sub.add_parser(
+        "ias", help="the IAS step against the official way of computing it, same arrays, one run",
+        description="Reads nothing (synthetic model outputs shaped like Cityscapes). Times one IAS step "
+                    "(threshold update, selection, per-class statistics) for an instance of 2 images, ours "
+                    "against the official code's way, alternating; prints both and the ratio.")
+    ias.add_argument("--height", type=int, default=768)
+    ias.add_argument("--width", type=int, default=1536)
+    ias.add_argument("--repeats", type=int, default=7)
+    ias.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    ias.add_argument("--device", default="cpu")
+    ias.add_argument("--output", type=Path, help="JSON to write (optional)")
+    ias.set_defaults(func=_cmd_bench_ias)
     return parser
 
 

@@ -37,6 +37,19 @@ def device_of(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def check_precision(precision: str, device: torch.device) -> None:
+    """Warn when bf16 autocast will be emulated (slower than fp32): CPUs without AVX512-BF16/AMX, old GPUs."""
+    if precision != "bf16":
+        return
+    if device.type == "cpu":
+        native = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    else:
+        native = device.type != "cuda" or torch.cuda.is_bf16_supported(including_emulation=False)
+    if not native:
+        log.warning("model.precision: bf16 has no native support on %s here and will be slower than fp32; "
+                    "set model.precision: fp32 in the scenario", device)
+
+
 def make_loader(dataset, batch_size: int, shuffle: bool, seed: int, workers: int = 0,
                 drop_last: bool = False) -> torch.utils.data.DataLoader:
     generator = torch.Generator()

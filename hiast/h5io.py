@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import numbers
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -929,3 +930,91 @@ def _read_instance_bank(chk: _Checker, expected_fingerprint, expected_pl_fingerp
     return InstanceBank(path=chk.path, hard_classes=hard, class_mean_conf=conf, sampling_prob=prob,
                         donors=donors, donor_bboxes=donor_bboxes, attrs=attrs, height=height, width=width,
                         region_image_index=r_index, region_bbox=r_bbox, region_offset=r_offset)
+
+
+# --- model outputs of a pseudo-labelling shard -----------------------------------------------------------
+
+MODEL_OUTPUTS_REQUIRED_ATTRS = ("manifest_fingerprint", "model_fingerprint", "shard", "shards", "num_classes",
+                                "format_version", "complete")
+
+
+@contextmanager
+def model_outputs_writer(path: str | os.PathLike, image_index, height: int, width: int,
+                         attrs: Mapping[str, Any]):
+    """Write `model_outputs_<k>.h5`, the inference of one pseudo-labelling shard, one image at a time.
+
+    Layout: `image_index` [M] int64 (rows of the target manifest, in the order written), `conf` [M, H, W]
+    float32 (max softmax probability) and `pred` [M, H, W] uint8 (argmax), chunked per image (conf is stored
+    raw: the sequential IAS pass must see exactly the values one process would). Attributes: `attrs` (with
+    `manifest_fingerprint`, `model_fingerprint`, `shard`, `shards`, `num_classes`), `format_version`,
+    `complete`. Yields `write(position, conf, pred)`; the temporary file replaces `path` only when every
+    position was written, and is removed on any failure."""
+    path = Path(path)
+    image_index = np.asarray(image_index, dtype=np.int64)
+    tmp = _temp_path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    written = np.zeros(len(image_index), dtype=bool)
+    handle = h5py.File(tmp, "w")
+    try:
+        m = len(image_index)
+        handle.create_dataset("image_index", data=image_index)
+        conf_ds = handle.create_dataset("conf", shape=(m, height, width), dtype=np.float32,
+                                        chunks=(1, height, width) if m else None)
+        pred_ds = handle.create_dataset("pred", shape=(m, height, width), dtype=np.uint8,
+                                        chunks=(1, height, width) if m else None, compression=COMPRESSION,
+                                        compression_opts=COMPRESSION_LEVEL)
+        for key, value in attrs.items():
+            _set_attr(handle, key, value)
+        handle.attrs["format_version"] = FORMAT_VERSION
+
+        def write(position: int, conf, pred) -> None:
+            conf_ds[position] = np.asarray(conf, dtype=np.float32)
+            pred_ds[position] = np.asarray(pred, dtype=np.uint8)
+            written[position] = True
+
+        yield write
+        if not written.all():
+            raise ValueError(f"{path}: positions {np.flatnonzero(~written)[:10].tolist()} never written")
+        handle.attrs["complete"] = True
+        handle.close()
+        _fsync(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if handle.id.valid:
+            handle.close()
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+@dataclass
+class ModelOutputs(_LazyH5):
+    """A validated `model_outputs_<k>.h5`; `get(image)` gives (conf, pred) of one manifest row."""
+    path: Path
+    attrs: dict
+    image_index: np.ndarray
+    _file: Any = field(default=None, init=False, repr=False)
+    _pid: int | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._position = {int(i): k for k, i in enumerate(self.image_index)}
+
+    def get(self, image: int) -> tuple[np.ndarray, np.ndarray]:
+        k = self._position[int(image)]
+        return self._h5()["conf"][k], self._h5()["pred"][k]
+
+
+def read_model_outputs(path: str | os.PathLike, expected_fingerprint: str | None = None,
+                       expected_model: str | None = None) -> ModelOutputs:
+    """Open and validate a shard's model outputs (complete, layout, made for this manifest and model)."""
+    path, handle = _open_checked(path)
+    with handle:
+        chk = _Checker(path, handle)
+        attrs = chk.attrs(handle, MODEL_OUTPUTS_REQUIRED_ATTRS)
+        chk.common(attrs)
+        chk.fingerprint(attrs, "manifest_fingerprint", expected_fingerprint, "manifest")
+        chk.fingerprint(attrs, "model_fingerprint", expected_model, "model")
+        index = chk.dataset("image_index", "int64", 1)[()]
+        conf, pred = chk.dataset("conf", "float32", 3), chk.dataset("pred", "uint8", 3)
+        if not conf.shape == pred.shape or conf.shape[0] != len(index):
+            raise chk.fail(f"conf {conf.shape}, pred {pred.shape} and image_index ({len(index)}) disagree")
+    return ModelOutputs(path, attrs, index)

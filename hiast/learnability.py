@@ -18,8 +18,8 @@ import numpy as np
 from hiast import engine, metrics, prepare
 from hiast.classes import METRIC_CLASSES
 from hiast.imageio import atomic_path
-from hiast.model import build_model
 from hiast.scenario import Scenario
+from hiast.stages import new_model
 from hiast.supervised import train_supervised
 from hiast.transforms import ms
 
@@ -28,8 +28,7 @@ log = logging.getLogger(__name__)
 
 def _fit(scenario: Scenario, rows, device, seed: int, desc: str):
     engine.seed_everything(seed)
-    model = build_model(scenario.model.backbone, scenario.num_classes, pretrained=scenario.model.pretrained,
-                        aspp_dilations=scenario.model.aspp_dilations, freeze_bn=scenario.model.freeze_bn)
+    model = new_model(scenario)
     data = prepare.dataset(scenario, rows)
     losses = train_supervised(model, data, ms(scenario.scale), scenario.warmup.source_only, device, seed=seed,
                               desc=desc)

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 BACKBONES = ("resnet101", "resnet50", "resnet18", "resnet18_full")
 DEFAULT_ASPP_DILATIONS = (6, 12, 18, 24)
 OUTPUT_STRIDE = 8
+PRECISIONS = ("fp32", "bf16")  # bf16: autocast (CPUs with AVX512-BF16/AMX, GPUs from Ampere on)
 
 # backbone name -> (torchvision builder, ImageNet weights, keeps layer4, Bottleneck blocks)
 _SPECS = {
@@ -141,10 +142,16 @@ class DeepLabV2(nn.Module):
     output_stride = OUTPUT_STRIDE
 
     def __init__(self, backbone: str = "resnet101", num_classes: int = 19,
-                 aspp_dilations=DEFAULT_ASPP_DILATIONS, pretrained: bool = False):
+                 aspp_dilations=DEFAULT_ASPP_DILATIONS, pretrained: bool = False, precision: str = "fp32",
+                 channels_last: bool = False):
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"num_classes: expected >= 1, got {num_classes}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision: expected one of {PRECISIONS}, got {precision!r}")
+        # Compute settings, not weights: they stay out of the state dict, so checkpoints load either way.
+        self.precision = precision
+        self.channels_last = channels_last
         self.backbone_name = backbone
         self.num_classes = num_classes
         self.aspp_dilations = tuple(int(d) for d in aspp_dilations)
@@ -156,10 +163,17 @@ class DeepLabV2(nn.Module):
         return self.backbone(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.aspp(self.backbone(x))
+        """float32 logits; with precision "bf16" the network runs under bfloat16 autocast (the logits, and so
+        every loss and softmax downstream, are float32 again)."""
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            logits = self.aspp(self.backbone(x))
+        return logits.float()
 
     def extra_repr(self) -> str:
-        return f"backbone={self.backbone_name!r}, num_classes={self.num_classes}, aspp={self.aspp_dilations}"
+        return (f"backbone={self.backbone_name!r}, num_classes={self.num_classes}, aspp={self.aspp_dilations}, "
+                f"precision={self.precision!r}, channels_last={self.channels_last}")
 
 
 def freeze_bn_affine(model: nn.Module) -> nn.Module:
@@ -173,10 +187,14 @@ def freeze_bn_affine(model: nn.Module) -> nn.Module:
 
 
 def build_model(backbone: str = "resnet101", num_classes: int = 19, pretrained: bool = False,
-                aspp_dilations=DEFAULT_ASPP_DILATIONS, freeze_bn: bool = True) -> DeepLabV2:
+                aspp_dilations=DEFAULT_ASPP_DILATIONS, freeze_bn: bool = True, precision: str = "fp32",
+                channels_last: bool = False) -> DeepLabV2:
     """DeepLab-V2 with `backbone` in BACKBONES. `pretrained` loads torchvision ImageNet weights into the trunk
     (needs the hub or the file under TORCH_HOME); the ASPP is always freshly initialised (N(0, 0.01), bias 0)."""
-    model = DeepLabV2(backbone, num_classes, aspp_dilations, pretrained=pretrained)
+    model = DeepLabV2(backbone, num_classes, aspp_dilations, pretrained=pretrained, precision=precision,
+                      channels_last=channels_last)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     if freeze_bn:
         freeze_bn_affine(model)
     return model

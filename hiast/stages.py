@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 def new_model(scenario: Scenario, pretrained: bool | None = None) -> torch.nn.Module:
     m = scenario.model
     return build_model(m.backbone, scenario.num_classes, pretrained=m.pretrained if pretrained is None else pretrained,
-                       aspp_dilations=m.aspp_dilations, freeze_bn=m.freeze_bn)
+                       aspp_dilations=m.aspp_dilations, freeze_bn=m.freeze_bn, precision=m.precision,
+                       channels_last=m.channels_last)
 
 
 def load_model(scenario: Scenario, path: str | Path) -> torch.nn.Module:
@@ -60,12 +61,13 @@ def warmup(scenario: Scenario, source_manifest: Path, target_manifest: Path, out
     source = prepare.dataset(scenario, source_rows)
     state_dir = Path(state_dir)
     train_supervised(model, source, ms(scenario.scale), cfg.source_only, device, seed=scenario.seed,
-                     desc="source-only", state_path=state_dir / "source_only.pt")
+                     desc="source-only", state_path=state_dir / "source_only.pt",
+                     keep_final_state=cfg.adversarial.iterations > 0)
     if cfg.adversarial.iterations:
         target = prepare.dataset(scenario, target_train(scenario, target_manifest), transform=ms(scenario.scale))
         source_aug = prepare.dataset(scenario, source_rows, transform=ms(scenario.scale))
         train_adversarial(model, source_aug, target, cfg.adversarial, device, seed=scenario.seed + 1,
-                          desc="adversarial")
+                          desc="adversarial", state_path=state_dir / "adversarial.pt")
     save_weights(model, output)
     _drop_state(state_dir)
 
@@ -84,68 +86,117 @@ def _drop_state(state_dir: Path) -> None:
 
 @torch.no_grad()
 def infer(model: torch.nn.Module, data, indices, input_size, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(max softmax prob, argmax) at the inference size, for the images `indices` of `data`, on `device`."""
+    """(max softmax prob float32, argmax uint8) at the inference size for the images `indices` of `data`."""
     images = torch.stack([data[int(i)]["image"].as_subclass(torch.Tensor) for i in indices])
     x = engine.to_input(images, device)
     x = torch.nn.functional.interpolate(x, size=input_size, mode="bilinear", align_corners=False)
     probs = engine.upsample(model(x), input_size).softmax(1)
     conf, pred = probs.max(1)
-    return conf, pred
+    return conf, pred.to(torch.uint8)
+
+
+def _labelling_setup(scenario: Scenario, round_number: int, manifest_path: Path):
+    cfg = scenario.rounds[round_number - 1].pseudo
+    rows = target_train(scenario, manifest_path)
+    order = pseudo.instance_order(len(rows), cfg.instance_size, scenario.seed + round_number)
+    return cfg, rows, order, scenario.sized(cfg.input_scale)
+
+
+def pseudo_shard(scenario: Scenario, round_number: int, model_path: Path, manifest_path: Path, shard: int,
+                 output: Path, device: torch.device) -> None:
+    """Inference for shard `shard` of the round's `pseudo.shards`: the instances shard, shard + K, ... of the
+    fixed instance order -> model_outputs_<shard>.h5, which the sequential pass (`pseudo_labels` with
+    `shard_paths`) turns into the same labels as one process."""
+    cfg, rows, order, size = _labelling_setup(scenario, round_number, manifest_path)
+    if not 0 <= shard < cfg.shards:
+        raise ValueError(f"shard {shard} outside 0..{cfg.shards - 1} (rounds[{round_number - 1}].pseudo.shards)")
+    groups = order[shard::cfg.shards]
+    data = prepare.dataset(scenario, rows)
+    model = load_model(scenario, model_path).to(device).eval()
+    attrs = {"manifest_fingerprint": manifest_fingerprint(rows), "model_fingerprint": h5io.file_fingerprint(model_path),
+             "shard": shard, "shards": cfg.shards, "num_classes": scenario.num_classes, "round": round_number}
+    image_index = [int(i) for group in groups for i in group]
+    with h5io.model_outputs_writer(output, image_index, size[0], size[1], attrs) as write:
+        position = 0
+        for group in engine.progress(groups, f"pseudo-label inference round {round_number} shard {shard}"):
+            conf, pred = infer(model, data, group, size, device)
+            for k in range(len(group)):
+                write(position, conf[k].cpu().numpy(), pred[k].cpu().numpy())
+                position += 1
 
 
 def pseudo_labels(scenario: Scenario, round_number: int, model_path: Path, manifest_path: Path, output: Path,
-                  device: torch.device) -> None:
-    """Label the target train split with round `round_number`'s policy -> pseudo_labels.h5."""
-    cfg = scenario.rounds[round_number - 1].pseudo
-    rows = target_train(scenario, manifest_path)
-    data = prepare.dataset(scenario, rows)
-    model = load_model(scenario, model_path).to(device).eval()
-    size = scenario.sized(cfg.input_scale)
+                  device: torch.device, shard_paths: list[Path] | None = None) -> None:
+    """Label the target train split with round `round_number`'s policy -> pseudo_labels.h5. The model runs
+    here, or (with `shard_paths`, one model_outputs file per shard) its stored outputs are read back."""
+    cfg, rows, order, size = _labelling_setup(scenario, round_number, manifest_path)
     num_classes = scenario.num_classes
-    order = pseudo.instance_order(len(rows), cfg.instance_size, scenario.seed + round_number)
-    if cfg.policy == "CBST":
-        thresholds = cbst_pass(model, data, order, size, num_classes, cfg, device)
-    elif cfg.policy == "CT":
-        thresholds = pseudo.ct_thresholds(num_classes, cfg.ct_threshold)
-    elif cfg.policy == "NT":
-        thresholds = pseudo.nt_thresholds(num_classes)
+    fingerprint = manifest_fingerprint(rows)
+    if shard_paths:
+        outputs = _stored_outputs(shard_paths, cfg.shards, fingerprint, h5io.file_fingerprint(model_path), device)
     else:
-        thresholds = np.full(num_classes, cfg.initial_threshold, dtype=np.float64)
-    thresholds = torch.as_tensor(np.asarray(thresholds, dtype=np.float64), device=device)
-    class_mean_conf = torch.zeros(num_classes, dtype=torch.float64, device=device)
+        data = prepare.dataset(scenario, rows)
+        model = load_model(scenario, model_path).to(device).eval()
+
+        def outputs(group):
+            return infer(model, data, group, size, device)
+    if cfg.policy == "CBST":
+        init = cbst_pass(outputs, order, num_classes, cfg)
+    elif cfg.policy == "CT":
+        init = pseudo.ct_thresholds(num_classes, cfg.ct_threshold)
+    elif cfg.policy == "NT":
+        init = pseudo.nt_thresholds(num_classes)
+    else:
+        init = cfg.initial_threshold
+    state = pseudo.IASState(num_classes, cfg.alpha, cfg.beta, cfg.gamma, init=init,
+                            momentum=cfg.class_conf_momentum, adaptive=cfg.policy == "IAS")
     trajectory = []
     attrs = {"policy": cfg.policy, "alpha": cfg.alpha, "beta": cfg.beta, "gamma": cfg.gamma,
-             "num_classes": num_classes, "manifest_fingerprint": manifest_fingerprint(rows),
+             "num_classes": num_classes, "manifest_fingerprint": fingerprint,
              "instance_size": cfg.instance_size, "round": round_number, "model": str(model_path)}
     width = max(len(group) for group in order)
     with h5io.PseudoLabelWriter(output, list(rows.image_id), size[0], size[1], num_classes, attrs) as writer:
         for group in engine.progress(order, f"pseudo-labels round {round_number}"):
-            conf, pred = infer(model, data, group, size, device)
-            if cfg.policy == "IAS":
-                thresholds = pseudo.ias_update(thresholds, conf.reshape(-1).double(), pred.reshape(-1),
-                                               cfg.alpha, cfg.beta, cfg.gamma)
-            labels = pseudo.select(conf.double(), pred, thresholds)
-            class_mean_conf = pseudo.class_mean_confidence_update(class_mean_conf, conf.double(), labels,
-                                                                  cfg.class_conf_momentum)
-            trajectory.append(thresholds.float().cpu().numpy())
-            labels_np = labels.to(torch.uint8).cpu().numpy()
+            conf, pred = outputs(group)
+            step = state.step(conf, pred)
+            trajectory.append(step.thresholds.astype(np.float32))
+            labels = step.labels.cpu().numpy()
             for k, index in enumerate(group):
-                writer.write(int(index), labels_np[k], trajectory[-1],
-                             pseudo.class_pixel_counts(labels_np[k], num_classes))
-        writer.set_extra("threshold_trajectory", np.stack(trajectory).astype(np.float32))
+                writer.write(int(index), labels[k], trajectory[-1], step.pixel_counts[k])
+        writer.set_extra("threshold_trajectory", np.stack(trajectory))
         writer.set_extra("instance_order", np.array([list(g) + [-1] * (width - len(g)) for g in order], dtype=np.int64))
-        writer.set_attrs(class_mean_conf=class_mean_conf.cpu().numpy())
+        writer.set_attrs(class_mean_conf=state.class_mean_conf)
 
 
-def cbst_pass(model, data, order, size, num_classes, cfg, device) -> np.ndarray:
-    """CBST's global thresholds: a first inference pass over every `sample_interval`-th pixel."""
+def _stored_outputs(shard_paths, shards: int, fingerprint: str, model_fingerprint: str, device):
+    """A function group -> (conf, pred) on `device` that reads the shards' stored model outputs."""
+    if len(shard_paths) != shards:
+        raise ValueError(f"{len(shard_paths)} shard files given, the round's pseudo.shards is {shards}")
+    stored = [h5io.read_model_outputs(p, fingerprint, model_fingerprint) for p in shard_paths]
+    owner = {}
+    for k, outputs in enumerate(stored):
+        if outputs.attrs["shard"] != k or outputs.attrs["shards"] != shards:
+            raise ValueError(f"{outputs.path}: shard {outputs.attrs['shard']} of {outputs.attrs['shards']}, "
+                             f"expected shard {k} of {shards} at this position")
+        owner.update({int(i): outputs for i in outputs.image_index})
+
+    def outputs(group):
+        pairs = [owner[int(i)].get(int(i)) for i in group]
+        conf = torch.from_numpy(np.stack([c for c, _ in pairs])).to(device)
+        pred = torch.from_numpy(np.stack([p for _, p in pairs])).to(device)
+        return conf, pred
+    return outputs
+
+
+def cbst_pass(outputs, order, num_classes, cfg) -> np.ndarray:
+    """CBST's global thresholds: a first pass over every `sample_interval`-th pixel of every instance."""
     conf_all, pred_all = [], []
     for group in engine.progress(order, "CBST statistics"):
-        conf, pred = infer(model, data, group, size, device)
-        conf_all.append(conf.reshape(-1)[:: cfg.cbst_sample_interval].double().cpu())
+        conf, pred = outputs(group)
+        conf_all.append(conf.reshape(-1)[:: cfg.cbst_sample_interval].cpu())
         pred_all.append(pred.reshape(-1)[:: cfg.cbst_sample_interval].cpu())
-    return np.asarray(pseudo.cbst_thresholds(torch.cat(conf_all).numpy(), torch.cat(pred_all).numpy(),
-                                             num_classes, cfg.cbst_p), dtype=np.float64)
+    return np.asarray(pseudo.cbst_thresholds(torch.cat(conf_all), torch.cat(pred_all), num_classes, cfg.cbst_p),
+                      dtype=np.float64)
 
 
 # --- instance bank -----------------------------------------------------------------------------------------
@@ -235,8 +286,10 @@ METRIC_ORDER = ("mIoU-19", "mIoU-16", "mIoU-13", "mIoU-9")
 
 
 def results_table(summaries: list[Path], output: Path, reported: str = "student") -> str:
-    """results/summary.md: scenarios x (mIoU-19, mIoU-16, mIoU-13, mIoU-9), final round and warm-up."""
-    final_rows, warm_rows = [], []
+    """results/summary.md: scenarios x (mIoU-19, mIoU-16, mIoU-13, mIoU-9) for the last round's `reported`
+    model, the warm-up, and, apart and marked, the best evaluated model chosen with target-val labels (what
+    the official code reports as "best"; an upper bound, not an unsupervised result)."""
+    final_rows, warm_rows, best_rows = [], [], []
     for path in summaries:
         table = pd.read_csv(path)
         name = table.scenario.iloc[0]
@@ -244,17 +297,29 @@ def results_table(summaries: list[Path], output: Path, reported: str = "student"
         final = table[(table.stage == last_stage[0]) & (table.model.isin([reported, "warmup"]))].iloc[0]
         warm = table[table.stage == "warmup"].iloc[0]
         final_rows.append([name] + [_fmt(final.get(m)) for m in METRIC_ORDER])
-        warm_rows.append([name] + [_fmt(warm.get(m)) for m in METRIC_ORDER] + [last_stage[0]])
-    lines = [f"# Results ({reported} of the last round; no checkpoint selected on target labels)", "",
-             "| scenario | mIoU-19 | mIoU-16 | mIoU-13 | mIoU-9 |", "|---|---|---|---|---|"]
+        warm_rows.append([name] + [_fmt(warm.get(m)) for m in METRIC_ORDER])
+        best = best_on_target_val(table)
+        best_rows.append([name] + [_fmt(best.get(m)) for m in METRIC_ORDER] + [f"{best.stage} {best.model}"])
+    header = ["| scenario | mIoU-19 | mIoU-16 | mIoU-13 | mIoU-9 |", "|---|---|---|---|---|"]
+    lines = [f"# Results ({reported} of the last round; no checkpoint selected on target labels)", "", *header]
     lines += ["| " + " | ".join(row) + " |" for row in final_rows]
-    lines += ["", "## Warm-up", "", "| scenario | mIoU-19 | mIoU-16 | mIoU-13 | mIoU-9 |", "|---|---|---|---|---|"]
-    lines += ["| " + " | ".join(row[:5]) + " |" for row in warm_rows]
+    lines += ["", "## Warm-up", "", *header]
+    lines += ["| " + " | ".join(row) + " |" for row in warm_rows]
+    lines += ["", "## Best evaluated model, SELECTED ON TARGET-VAL LABELS (as the official code's \"best\"; "
+              "not an unsupervised result)", "",
+              "| scenario | mIoU-19 | mIoU-16 | mIoU-13 | mIoU-9 | selected |", "|---|---|---|---|---|---|"]
+    lines += ["| " + " | ".join(row) + " |" for row in best_rows]
     text = "\n".join(lines) + "\n"
     from hiast.imageio import atomic_path
     with atomic_path(output) as tmp:
         tmp.write_text(text)
     return text
+
+
+def best_on_target_val(table: pd.DataFrame) -> pd.Series:
+    """The summary row with the highest value of the scenario's first metric (ties: the earliest row)."""
+    metric = next(m for m in METRIC_ORDER if m in table.columns and table[m].notna().any())
+    return table.loc[table[metric].idxmax()]
 
 
 def _fmt(value) -> str:

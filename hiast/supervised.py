@@ -70,9 +70,12 @@ def iteration_loader(data, batch_size: int, seed: int, start: int, stop: int, wo
 
 
 def train_supervised(model: torch.nn.Module, dataset, transform, cfg: SupervisedStage, device: torch.device,
-                     seed: int = 0, desc: str = "supervised", state_path: Path | None = None) -> list[float]:
+                     seed: int = 0, desc: str = "supervised", state_path: Path | None = None,
+                     keep_final_state: bool = False) -> list[float]:
     """Train `model` in place on (image, label) items of `dataset` augmented by `transform`; resumable from
-    `state_path`. Returns the loss per iteration."""
+    `state_path`. `keep_final_state` saves the state once more at the end, so that a later stage of the same
+    job (the adversarial warm-up) that is interrupted does not make a rerun repeat this one. Returns the loss
+    per iteration."""
     model.to(device).train()
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg)
@@ -109,4 +112,6 @@ def train_supervised(model: torch.nn.Module, dataset, transform, cfg: Supervised
             if flag.stop and done < cfg.iterations:
                 save(done)
                 raise checkpoint.Interrupted(f"{desc}: stopped at iteration {done}; state saved to {state_path}")
+    if keep_final_state and start < cfg.iterations:
+        save(cfg.iterations)
     return losses

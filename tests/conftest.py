@@ -7,9 +7,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))  # tests import their fixture writers as a module
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True, scope="session")
 def _one_thread():
-    """Tests are bit-reproducible only at a fixed thread count; 1 also keeps 2-core CI machines responsive."""
+    """Tests are bit-reproducible only at a fixed thread count (CPU convolutions split their work by thread),
+    so it is set for the whole session, module fixtures included; 1 also keeps 2-core CI machines responsive."""
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

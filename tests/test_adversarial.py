@@ -229,3 +229,55 @@ def test_train_adversarial_keeps_a_given_discriminator_and_zero_iterations():
                              torch.device("cpu"))
     assert hist == {"seg": [], "adv": [], "d_loss": [], "entropy": []}
     assert _same(before, _params(model))
+
+
+class SignalAt(torch.utils.data.Dataset):
+    """A dataset that sends `signum` to this process when its `at`-th item is loaded (like SLURM would)."""
+
+    def __init__(self, dataset, at: int, signum):
+        self.dataset, self.at, self.signum, self.loaded = dataset, at, signum, 0
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        import os
+        self.loaded += 1
+        if self.loaded == self.at:
+            os.kill(os.getpid(), self.signum)
+        return self.dataset[i]
+
+
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGUSR2"])
+def test_train_adversarial_stopped_by_a_signal_resumes_to_identical_weights(tmp_path, signame):
+    import signal
+    from hiast.checkpoint import Interrupted
+    stage = _stage(iterations=4)
+    d_uninterrupted = build_discriminator(C, seed=0)
+    whole = _model()
+    hist_whole = train_adversarial(whole, FakeSegData(4, 0), FakeSegData(4, 1, labelled=False), stage,
+                                   torch.device("cpu"), seed=2, discriminator=d_uninterrupted)
+    state = tmp_path / "adversarial.pt"
+    # the signal arrives while batch 1 loads (items 3-4 of the source stream): iteration 1 ends, state at 2
+    with pytest.raises(Interrupted, match="iteration 2"):
+        train_adversarial(_model(), SignalAt(FakeSegData(4, 0), 3, getattr(signal, signame)),
+                          FakeSegData(4, 1, labelled=False), stage, torch.device("cpu"), seed=2,
+                          discriminator=build_discriminator(C, seed=0), state_path=state)
+    assert torch.load(state, weights_only=True)["iteration"] == 2
+    resumed, d_resumed = _model(seed=9), build_discriminator(C, seed=9)   # everything comes from the state
+    hist_resumed = train_adversarial(resumed, FakeSegData(4, 0), FakeSegData(4, 1, labelled=False), stage,
+                                     torch.device("cpu"), seed=2, discriminator=d_resumed, state_path=state)
+    assert _same(_params(whole), _params(resumed))
+    assert _same(_params(d_uninterrupted), _params(d_resumed))
+    assert hist_whole == hist_resumed
+    for a, b in zip(whole.buffers(), resumed.buffers()):   # BN running statistics too
+        assert torch.equal(a, b)
+
+
+def test_train_adversarial_stops_on_a_non_finite_loss(tmp_path):
+    from hiast.checkpoint import Diverged
+    bad = FakeSegData(4, 0)
+    bad.images = bad.images.float() * float("nan")   # normalised NaN images give NaN logits and losses
+    with pytest.raises(Diverged, match="iteration 0.*seg=nan"):
+        train_adversarial(_model(), bad, FakeSegData(4, 1, labelled=False), _stage(), torch.device("cpu"),
+                          state_path=tmp_path / "s.pt")

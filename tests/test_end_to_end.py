@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
-from hiast import datasets, h5io, stages
+from hiast import datasets, h5io, pseudo, stages
 from hiast.checkpoint import Interrupted
 from hiast.config import build
 from hiast.scenario import Scenario
@@ -124,3 +124,66 @@ def test_loader_workers_do_not_change_the_result(tiny_run):
         weights.append(student.state_dict())
     for key in weights[0]:
         assert torch.equal(weights[0][key], weights[1][key]), key
+
+
+@pytest.mark.parametrize("policy, extra", [("NT", {}), ("CT", {"ct_threshold": 0.5}), ("CBST", {"cbst_p": 0.5})])
+def test_other_policies_through_the_stage(tiny_run, policy, extra):
+    """NT keeps every argmax; CT one constant threshold; CBST one threshold per class for the whole round
+    (the p-quantile of the class's confidences). Checked against the model's own outputs."""
+    scenario, out, _ = tiny_run
+    rounds = [{"pseudo": {"policy": policy, **extra}, "bank": {"num_hard": 5},
+               "train": {"iterations": 4, "batch_size": 2}}]
+    variant = tiny_scenario(out.parent / "none", rounds=rounds, source=scenario.source.__dict__,
+                            target=scenario.target.__dict__)
+    path = out / f"pl_{policy}.h5"
+    stages.pseudo_labels(variant, 1, out / "warmup.pt", out / "target.csv", path, DEVICE)
+    stored = h5io.read_pseudo_labels(path, expected_count=8)
+    assert stored.attrs["policy"] == policy
+    thresholds = stored.thresholds
+    assert (thresholds == thresholds[0]).all()    # not adaptive: one set for every image
+    model = stages.load_model(variant, out / "warmup.pt").eval()
+    rows = stages.target_train(variant, out / "target.csv")
+    data = stages.prepare.dataset(variant, rows)
+    conf, pred = stages.infer(model, data, range(len(rows)), variant.sized(0.75), DEVICE)
+    if policy == "NT":
+        np.testing.assert_array_equal(thresholds[0], 0)
+        np.testing.assert_array_equal(stored.all_labels(), pred.numpy())
+    elif policy == "CT":
+        np.testing.assert_array_equal(thresholds[0], np.float32(0.5))
+        expected = np.where(conf.numpy() >= 0.5, pred.numpy(), 255)
+        np.testing.assert_array_equal(stored.all_labels(), expected)
+    else:
+        expected = pseudo.select(conf.double(), pred, torch.as_tensor(thresholds[0], dtype=torch.float64))
+        np.testing.assert_array_equal(stored.all_labels(), expected.numpy())
+        # each predicted class keeps about (1 - p) = half of its pixels (quantile of its confidences)
+        labelled = (stored.all_labels() != 255).sum() / stored.all_labels().size
+        assert 0.4 < labelled < 0.7
+
+
+def test_sharded_inference_gives_byte_identical_labels_and_thresholds(tiny_run):
+    """Two inference shards, then the sequential IAS pass over their stored outputs == one process."""
+    import h5py
+    scenario, out, _ = tiny_run
+    rounds = [{"pseudo": {"alpha": 0.5, "shards": 2}, "bank": {"num_hard": 5},
+               "train": {"iterations": 4, "batch_size": 2}}]
+    sharded = tiny_scenario(out.parent / "none", rounds=rounds, source=scenario.source.__dict__,
+                            target=scenario.target.__dict__)
+    shard_paths = [out / f"outputs_{k}.h5" for k in range(2)]
+    for k, path in enumerate(shard_paths):
+        stages.pseudo_shard(sharded, 1, out / "warmup.pt", out / "target.csv", k, path, DEVICE)
+    assert sorted(np.concatenate([h5io.read_model_outputs(p).image_index for p in shard_paths]).tolist()) == \
+        list(range(8))
+    stages.pseudo_labels(sharded, 1, out / "warmup.pt", out / "target.csv", out / "pl_sharded.h5", DEVICE,
+                         shard_paths=shard_paths)
+    with h5py.File(out / "pl.h5") as one, h5py.File(out / "pl_sharded.h5") as two:
+        for name in ("labels", "thresholds", "pixel_counts", "threshold_trajectory", "instance_order"):
+            assert one[name][()].tobytes() == two[name][()].tobytes(), name
+        assert one.attrs["class_mean_conf"].tobytes() == two.attrs["class_mean_conf"].tobytes()
+    # outputs of another model or manifest, or the shards in the wrong order, are refused
+    with pytest.raises(ValueError, match="expected shard 0"):
+        stages.pseudo_labels(sharded, 1, out / "warmup.pt", out / "target.csv", out / "x.h5", DEVICE,
+                             shard_paths=shard_paths[::-1])
+    with pytest.raises(h5io.H5FormatError, match="model"):
+        stages.pseudo_labels(sharded, 1, out / "student.pt", out / "target.csv", out / "x.h5", DEVICE,
+                             shard_paths=shard_paths)
+    assert not (out / "x.h5").exists()

@@ -226,3 +226,35 @@ def test_save_weights_round_trip_is_atomic(tmp_path):
 
 def test_backbones_constant():
     assert BACKBONES == ("resnet101", "resnet50", "resnet18", "resnet18_full")
+
+
+def test_channels_last_computes_the_same_logits_and_keeps_the_state_dict():
+    plain = build_model("resnet18", 5).eval()
+    fast = build_model("resnet18", 5, channels_last=True).eval()
+    fast.load_state_dict(plain.state_dict())
+    assert fast.backbone.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    x = _x(2)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), plain(x), rtol=1e-4, atol=1e-5)
+    assert list(fast.state_dict()) == list(plain.state_dict())
+
+
+def test_bf16_autocast_gives_float32_logits_close_to_fp32_and_float32_gradients():
+    plain = build_model("resnet18", 5).eval()
+    half = build_model("resnet18", 5, precision="bf16").eval()
+    half.load_state_dict(plain.state_dict())
+    x = _x(2)
+    with torch.no_grad():
+        ref, out = plain(x), half(x)
+    assert out.dtype == torch.float32
+    assert not torch.equal(out, ref)   # it really ran in bfloat16 ...
+    assert (out - ref).abs().max() <= 0.05 * ref.abs().max()   # ... within bf16's ~3 significant digits
+    half.train()
+    half(x).logsumexp(1).mean().backward()
+    grads = [p.grad for p in half.parameters() if p.requires_grad]
+    assert all(g is not None and g.dtype == torch.float32 and torch.isfinite(g).all() for g in grads)
+
+
+def test_unknown_precision_is_refused():
+    with pytest.raises(ValueError, match="precision"):
+        build_model("resnet18", 5, precision="fp8")

@@ -228,3 +228,30 @@ def test_ias_update_cuda_equals_official_loop():
     assert np.array_equal(labels.cpu().numpy(), pseudo.select(conf, pred, expected))
     cbst = pseudo.cbst_thresholds(torch.from_numpy(conf).cuda(), torch.from_numpy(pred).cuda(), 19, 0.2)
     assert np.array_equal(cbst.cpu().numpy(), official_cbst(conf, pred, 19, 0.2))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_ias_update_bit_for_bit_on_confidences_crowded_below_one(dtype):
+    """The selection bins by the distance to 1: exactly-1 values, values a few ulps below 1, ties across bins,
+    zeros, and a class with a single pixel must all come out as np.quantile's."""
+    rng = np.random.default_rng(5)
+    n = 20000
+    conf = 1 - rng.beta(0.3, 4, n) * 0.9
+    conf[rng.random(n) < 0.2] = 1.0
+    conf[:50] = np.nextafter(dtype(1), dtype(0))       # one ulp below 1 in conf's dtype
+    conf[50:60] = 0.0
+    conf = conf.astype(dtype)
+    pred = rng.choice(6, size=n, p=[0.3, 0.3, 0.2, 0.1, 0.1, 0.0])
+    pred[123] = 5                                        # a one-pixel class
+    for alpha, beta, gamma in ((0.5, 0.9, 8.0), (0.2, 0.5, 1.0), (1.0, 0.0, 0.0)):
+        thresholds = np.array([0.9, 0.99, 0.5, 1.0, 0.999, 0.7, 0.8])   # class 6: no pixel
+        expected = official_ias_update(thresholds, conf, pred, alpha, beta, gamma)
+        assert np.array_equal(pseudo.ias_update(thresholds, conf, pred, alpha, beta, gamma), expected)
+
+
+def test_confidences_outside_zero_one_are_refused():
+    for bad in (np.array([0.5, 1.5]), np.array([0.5, -0.1]), np.array([0.5, np.nan])):
+        with pytest.raises(ValueError, match="confidences must lie in"):
+            pseudo.ias_update(np.full(2, 0.9), bad, np.array([0, 1]), 0.5, 0.9, 8.0)
+    with pytest.raises(ValueError, match="pixels"):
+        pseudo.ias_update(np.full(2, 0.9), np.ones(3), np.array([0, 1]), 0.5, 0.9, 8.0)

@@ -124,7 +124,8 @@ def test_smoke_run_writes_every_contract_path(smoke_project):
                  "summary.csv"] + [f"round_{r}/{f}" for r in (1, 2, 3) for f in
                                    ("pseudo_labels.h5", "instance_bank.h5", "model.pt", "teacher.pt", "eval.csv")]:
         assert (results / path).is_file(), path
-    assert (work / "results" / "smoke" / "summary.md").read_text().count("synthetic_gta5_to_cityscapes") == 2
+    # last round, warm-up, and the marked best-on-target-val section
+    assert (work / "results" / "smoke" / "summary.md").read_text().count("synthetic_gta5_to_cityscapes") == 3
     assert (results / "benchmarks" / "self_train_1.tsv").is_file()
 
 
@@ -138,3 +139,22 @@ def test_editing_round_two_reruns_round_two_and_later_only(smoke_project):
     # rounds 2 and 3 (round 3 is labelled by round 2's teacher); the warm-up and round 1 keep their files
     assert counts == {"pseudo_labels": 2, "instance_bank": 2, "self_train": 2, "eval_round": 2,
                       "scenario_summary": 1, "results_table": 1, "all": 1}
+
+
+def test_sharded_pseudo_labels_through_the_workflow_are_byte_identical(smoke_project):
+    """Round 3 relabelled with pseudo.shards = 2: two inference jobs, then the sequential pass; the labels and
+    thresholds equal the unsharded run's byte for byte, and the shards' outputs are removed afterwards."""
+    import h5py
+    work, args = smoke_project
+    results = work / "results" / "smoke" / "synthetic_gta5_to_cityscapes"
+    with h5py.File(results / "round_3" / "pseudo_labels.h5") as f:
+        before = {name: f[name][()].tobytes() for name in ("labels", "thresholds")}
+    path = work / "config" / "scenarios" / "synthetic_gta5_to_cityscapes.yaml"
+    data = yaml.safe_load((ROOT / "config" / "scenarios" / "synthetic_gta5_to_cityscapes.yaml").read_text())
+    data["rounds"][2].setdefault("pseudo", {})["shards"] = 2
+    path.write_text(yaml.safe_dump(data))
+    counts = job_counts(run_snakemake(*args).stdout)
+    assert counts["pseudo_shard"] == 2 and counts["pseudo_labels"] == 1 and "warmup" not in counts
+    with h5py.File(results / "round_3" / "pseudo_labels.h5") as f:
+        assert {name: f[name][()].tobytes() for name in ("labels", "thresholds")} == before
+    assert not list((results / "round_3").glob("shards/*.h5"))

@@ -21,3 +21,11 @@ def initial_student(w):
     """Round 1 starts from the warm-up model, round r from round r-1's student."""
     r = int(w.round)
     return f"{RESULTS}/{w.scenario}/warmup/model.pt" if r == 1 else f"{RESULTS}/{w.scenario}/round_{r - 1}/model.pt"
+
+
+def shard_outputs(w):
+    """With the round's pseudo.shards = K > 1: the K inference shards' model outputs, else nothing."""
+    shards = RESOLVED[w.scenario]["rounds"][int(w.round) - 1]["pseudo"]["shards"]
+    if shards <= 1:
+        return []
+    return [f"{RESULTS}/{w.scenario}/round_{w.round}/shards/model_outputs_{k}.h5" for k in range(shards)]

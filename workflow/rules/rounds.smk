@@ -2,16 +2,42 @@
 # Round 1 starts from the warm-up; round r+1 labels with round r's teacher and trains from its student.
 
 
+rule pseudo_shard:
+    input:
+        model=labeller,
+        target=f"{RESULTS}/{{scenario}}/manifests/target.csv",
+    output:
+        temp(f"{RESULTS}/{{scenario}}/round_{{round}}/shards/model_outputs_{{shard}}.h5"),
+    params:
+        hiast=HIAST,
+        cfg=lambda w: hw.stage_json(RESOLVED[w.scenario], "pseudo", int(w.round)),
+        launch=launch("pseudo_labels"),
+    log:
+        f"{RESULTS}/{{scenario}}/logs/pseudo_shard_{{round}}_{{shard}}.log",
+    benchmark:
+        f"{RESULTS}/{{scenario}}/benchmarks/pseudo_shard_{{round}}_{{shard}}.tsv"
+    threads: config.get("threads", 2)
+    resources:
+        gpu=1,
+    conda:
+        ENV
+    shell:
+        "{params.launch}{params.hiast} pseudo --config {params.cfg:q} --round {wildcards.round} --model {input.model} "
+        "--manifest {input.target} --shard {wildcards.shard} --output {output} --threads {threads} > {log} 2>&1"
+
+
 rule pseudo_labels:
     input:
         model=labeller,
         target=f"{RESULTS}/{{scenario}}/manifests/target.csv",
+        shards=shard_outputs,
     output:
         f"{RESULTS}/{{scenario}}/round_{{round}}/pseudo_labels.h5",
     params:
         hiast=HIAST,
         cfg=lambda w: hw.stage_json(RESOLVED[w.scenario], "pseudo", int(w.round)),
         launch=launch("pseudo_labels"),
+        from_shards=lambda w, input: f"--from-shards {' '.join(input.shards)} " if input.shards else "",
     log:
         f"{RESULTS}/{{scenario}}/logs/pseudo_labels_{{round}}.log",
     benchmark:
@@ -23,7 +49,7 @@ rule pseudo_labels:
         ENV
     shell:
         "{params.launch}{params.hiast} pseudo --config {params.cfg:q} --round {wildcards.round} --model {input.model} "
-        "--manifest {input.target} --output {output} --threads {threads} > {log} 2>&1"
+        "--manifest {input.target} {params.from_shards}--output {output} --threads {threads} > {log} 2>&1"
 
 
 rule instance_bank:

@@ -1,0 +1,31 @@
+"""The speed benchmarks' reference implementations compute what ours compute (else a ratio means nothing)."""
+
+import numpy as np
+import pytest
+
+from hiast import pseudo, speed
+
+
+def test_official_way_of_the_ias_step_agrees_with_ours_on_float16_exact_confidences():
+    rng = np.random.default_rng(0)
+    conf = (rng.integers(0, 1025, size=(2, 16, 32)) / 1024).astype(np.float32)   # exact in float16
+    pred = rng.integers(0, 5, size=(2, 16, 32)).astype(np.uint8)
+    state = pseudo.IASState(6, 0.5, 0.9, 8.0)
+    mean_conf, thresholds = np.zeros(6), np.full(6, 0.9)
+    for _ in range(3):
+        step = state.step(conf, pred)
+        thresholds, labels, mean_conf = speed.official_ias_step(thresholds, conf, pred, 0.5, 0.9, 8.0, mean_conf)
+        assert np.array_equal(step.thresholds, thresholds)
+        assert np.array_equal(step.labels, labels)
+        np.testing.assert_allclose(step.class_mean_conf, mean_conf, rtol=1e-6)
+        conf = np.flip(conf, 0).copy()
+
+
+def test_instance_arrays_look_like_model_outputs():
+    conf, pred = speed.instance_arrays(32, 64, seed=1)
+    assert conf.dtype == np.float32 and pred.dtype == np.uint8 and conf.shape == pred.shape == (2, 32, 64)
+    assert conf.min() >= 1 / 19 - 1e-6 and conf.max() == 1.0
+    assert 0.1 < (conf == 1).mean() < 0.2
+    assert np.bincount(pred.reshape(-1), minlength=19).argmax() == 0     # road is the most frequent class
+    with pytest.raises(ValueError, match="num_classes"):
+        speed.instance_arrays(4, 4, num_classes=30)
