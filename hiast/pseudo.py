@@ -97,7 +97,7 @@ class _ClassHistogram:
         wanted = (rows * self.bins + bin_index).to(self.key.dtype)
         table = torch.zeros(self.num_classes * self.bins, dtype=torch.bool, device=device)
         table[wanted.reshape(-1)] = True
-        members = table[self.key].nonzero().squeeze(1)               # the pixels of the wanted bins only
+        members = table.index_select(0, self.key).nonzero().squeeze(1)               # the pixels of the wanted bins only
         if members.numel() == 0:
             return torch.zeros(ranks.shape, dtype=self.values.dtype, device=device)
         member_keys, member_values = self.key[members], self.values[members]
@@ -204,7 +204,7 @@ def select(conf, pred, thresholds):
     if values.dtype in (torch.float16, torch.bfloat16):
         values = values.to(torch.float32)
     thr = _round_up(thr, values.dtype) if values.dtype == torch.float32 else thr.to(values.dtype)
-    keep = values >= thr[index.to(torch.int32)]
+    keep = values >= thr.index_select(0, index.reshape(-1).to(torch.int32)).reshape(index.shape)
     labels = torch.where(keep, index.to(torch.uint8), IGNORE)
     return labels if isinstance(pred, torch.Tensor) else labels.numpy()
 

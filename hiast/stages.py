@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 
 from hiast import bank as hpla
-from hiast import engine, h5io, prepare, pseudo
+from hiast import diskspace, engine, h5io, prepare, pseudo
 from hiast.classes import IGNORE
 from hiast.datasets import manifest_fingerprint, read_manifest, resize_nearest
 from hiast.evaluation import evaluate_models, write_table
@@ -57,6 +57,8 @@ def warmup(scenario: Scenario, source_manifest: Path, target_manifest: Path, out
         return
     engine.seed_everything(scenario.seed)
     model = new_model(scenario)
+    # the weights, the resumable state (model + Adam's two moments) and its temporary copy while it is saved
+    diskspace.require_free_space(output, diskspace.training_bytes(model, 7), "warm-up")
     source_rows = prepare.split_rows(read_manifest(source_manifest), scenario.source, "train", scenario.seed)
     source = prepare.dataset(scenario, source_rows)
     state_dir = Path(state_dir)
@@ -116,6 +118,8 @@ def pseudo_shard(scenario: Scenario, round_number: int, model_path: Path, manife
     attrs = {"manifest_fingerprint": manifest_fingerprint(rows), "model_fingerprint": h5io.file_fingerprint(model_path),
              "shard": shard, "shards": cfg.shards, "num_classes": scenario.num_classes, "round": round_number}
     image_index = [int(i) for group in groups for i in group]
+    diskspace.require_free_space(output, diskspace.model_output_bytes(len(image_index), *size),
+                                 f"pseudo-label inference shard {shard}")
     with h5io.model_outputs_writer(output, image_index, size[0], size[1], attrs) as write:
         position = 0
         for group in engine.progress(groups, f"pseudo-label inference round {round_number} shard {shard}"):
@@ -132,6 +136,8 @@ def pseudo_labels(scenario: Scenario, round_number: int, model_path: Path, manif
     cfg, rows, order, size = _labelling_setup(scenario, round_number, manifest_path)
     num_classes = scenario.num_classes
     fingerprint = manifest_fingerprint(rows)
+    diskspace.require_free_space(output, diskspace.pseudo_label_bytes(len(rows), *size, num_classes),
+                                 f"pseudo-labels round {round_number}")
     if shard_paths:
         outputs = _stored_outputs(shard_paths, cfg.shards, fingerprint, h5io.file_fingerprint(model_path), device)
     else:
@@ -217,6 +223,11 @@ def instance_bank(scenario: Scenario, round_number: int, pseudo_path: Path, mani
     regions = {}
     donor_images = sorted({int(i) for image_index, _ in donors.values() for i in image_index})
     hard_list = [int(c) for c in hard]
+    # donor regions: RGB + label bytes of their hard pixels at the base size, twice for the bounding boxes
+    upscale = scenario.base_size[0] * scenario.base_size[1] / (labels_file.height * labels_file.width)
+    hard_pixels = int(counts[np.ix_(donor_images, hard_list)].sum()) if donor_images else 0
+    diskspace.require_free_space(output, int(hard_pixels * upscale * 4 * 2) + (1 << 20),
+                                 f"instance bank round {round_number}")
     for index in engine.progress(donor_images, "bank regions"):
         image, _ = data.load(index)
         labels = resize_nearest(labels_file.labels(index), *image.shape[:2])
@@ -251,6 +262,8 @@ def self_train(scenario: Scenario, round_number: int, init: Path, pseudo_path: P
     data = PseudoLabelledTarget(prepare.dataset(scenario, rows), labels_file, bank, rnd.bank, scenario.scale,
                                 strong=rnd.train.strong_view)
     student = load_model(scenario, init)
+    # student and teacher, the resumable state (both + Adam's two moments) and its temporary copy
+    diskspace.require_free_space(output, diskspace.training_bytes(student, 10), f"self-training round {round_number}")
     teacher, _ = train_round(student, data, rnd.train, device, seed=scenario.seed * 1000 + round_number,
                              state_path=Path(state_dir) / "self_train.pt", desc=f"self-training round {round_number}")
     save_weights(teacher, teacher_output)
@@ -263,6 +276,7 @@ def self_train(scenario: Scenario, round_number: int, init: Path, pseudo_path: P
 def evaluate(scenario: Scenario, manifest_path: Path, models: dict[str, Path], output: Path,
              mask_dir: Path | None, device: torch.device) -> pd.DataFrame:
     val_rows = prepare.split_rows(read_manifest(manifest_path), scenario.target, "val", scenario.seed)
+    diskspace.require_free_space(output, (1 << 20) * (1 + len(models) * scenario.evaluation.save_masks), "evaluation")
     loaded = {name: load_model(scenario, path) for name, path in models.items()}
     table = evaluate_models(scenario, loaded, val_rows, device, mask_dir)
     write_table(table, output)

@@ -97,7 +97,7 @@ def train_supervised(model: torch.nn.Module, dataset, transform, cfg: Supervised
             images = engine.to_input(batch["image"], device)
             loss = segmentation_ce(model(images), batch["label"].to(device))
             if not torch.isfinite(loss):
-                raise checkpoint.Diverged(f"{desc}: non-finite loss at iteration {iteration} (ce={float(loss)}); "
+                raise checkpoint.Diverged(f"{desc}: non-finite loss at iteration {iteration} (ce={float(loss.detach())}); "
                                           f"the last good state is kept in {state_path}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

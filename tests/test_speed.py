@@ -12,12 +12,20 @@ def test_official_way_of_the_ias_step_agrees_with_ours_on_float16_exact_confiden
     pred = rng.integers(0, 5, size=(2, 16, 32)).astype(np.uint8)
     state = pseudo.IASState(6, 0.5, 0.9, 8.0)
     mean_conf, thresholds = np.zeros(6), np.full(6, 0.9)
+    loop_mean, loop_thresholds = np.zeros(6), np.full(6, 0.9)
     for _ in range(3):
         step = state.step(conf, pred)
-        thresholds, labels, mean_conf = speed.official_ias_step(thresholds, conf, pred, 0.5, 0.9, 8.0, mean_conf)
-        assert np.array_equal(step.thresholds, thresholds)
-        assert np.array_equal(step.labels, labels)
+        thresholds, labels, mean_conf, counts = speed.official_ias_step(thresholds, conf, pred, 0.5, 0.9, 8.0,
+                                                                        mean_conf)
+        # the official stores the instance thresholds in float32: equal up to that rounding
+        np.testing.assert_allclose(step.thresholds, thresholds, rtol=0, atol=1e-7)
         np.testing.assert_allclose(step.class_mean_conf, mean_conf, rtol=1e-6)
+        loop_thresholds, loop_labels, loop_mean, loop_counts = speed.numpy_loop_ias_step(
+            loop_thresholds, conf, pred, 0.5, 0.9, 8.0, loop_mean)
+        assert np.array_equal(step.thresholds, loop_thresholds)      # float64 all along: bit for bit
+        assert np.array_equal(step.labels, loop_labels) and np.array_equal(step.pixel_counts, loop_counts)
+        assert np.array_equal(counts, loop_counts) or not np.array_equal(labels, loop_labels)
+        np.testing.assert_allclose(step.class_mean_conf, loop_mean, rtol=1e-12)
         conf = np.flip(conf, 0).copy()
 
 
