@@ -276,6 +276,8 @@ def test_instance_bank_validation(tmp_path):
     write_instance_bank(path, hard, conf, prob, donors, regions, attrs)
     with pytest.raises(H5FormatError, match=rf"{FP}.*ffff.*regenerate"):
         read_instance_bank(path, expected_fingerprint="ffff")
+    with pytest.raises(H5FormatError, match=r"made for pseudo-label file .*eeee: regenerate"):
+        read_instance_bank(path, expected_pseudo_label_fingerprint="eeee")
     with h5py.File(path, "a") as f:
         f["sampling_prob"][0] = 0.5
     with pytest.raises(H5FormatError, match="instance_bank.h5.*sampling_prob"):
