@@ -21,16 +21,15 @@ from hiast.imageio import atomic_path
 from hiast.scenario import Scenario
 from hiast.stages import new_model
 from hiast.supervised import train_supervised
-from hiast.transforms import ms
 
 log = logging.getLogger(__name__)
 
 
-def _fit(scenario: Scenario, rows, device, seed: int, desc: str):
+def _fit(scenario: Scenario, rows, device, seed: int, desc: str, side: str):
     engine.seed_everything(seed)
     model = new_model(scenario)
     data = prepare.dataset(scenario, rows)
-    losses = train_supervised(model, data, ms(scenario.scale), scenario.warmup.source_only, device, seed=seed,
+    losses = train_supervised(model, data, scenario.crop_view(side), scenario.warmup.source_only, device, seed=seed,
                               desc=desc)
     return model, losses
 
@@ -56,14 +55,14 @@ def run(scenario: Scenario, output: Path, device_name: str = "auto", seed: int |
     target_val = prepare.split_rows(target, scenario.target, "val", seed)
 
     started = time.time()
-    source_model, source_losses = _fit(scenario, source_train, device, seed, "source-only")
+    source_model, source_losses = _fit(scenario, source_train, device, seed, "source-only", "source")
     source_time = time.time() - started
     holdout_miou, holdout_iou = _score(scenario, source_model, source_holdout, device, metric)
     target_miou, target_iou = _score(scenario, source_model, target_val, device, metric)
     log.info("%s: source-only: held-out source %s %.1f, target val %.1f", scenario.name, metric, holdout_miou,
              target_miou)
     started = time.time()
-    oracle_model, oracle_losses = _fit(scenario, target_train, device, seed, "oracle")
+    oracle_model, oracle_losses = _fit(scenario, target_train, device, seed, "oracle", "target")
     oracle_time = time.time() - started
     oracle_miou, oracle_iou = _score(scenario, oracle_model, target_val, device, metric)
     result = {

@@ -28,6 +28,10 @@ class DataConfig:
     holdout: float = field(0.0, low=0.0, high=0.5, high_open=True)
     # Cap on the images used from the train split (0 = all): the smoke preset shrinks with it.
     max_images: int = field(0, low=0)
+    # Training crop: "ms" (GTA5/SYNTHIA/Cityscapes, 512x1024 at 1024 rows) or "oms" (Cityscapes->Oxford,
+    # 768x1024 at 960 rows, w/h 4:3), with crop heights from 341 to `crop_max_height` official pixels.
+    crop: str = field("ms", choices=("ms", "oms"))
+    crop_max_height: int = field(1000, low=341)
 
 
 @dataclass(frozen=True)
@@ -186,6 +190,12 @@ class Scenario:
     @property
     def scale(self) -> float:
         return self.base_size[0] / 1024
+
+    def crop_view(self, side: str):
+        """The training crop of the `source` or `target` images."""
+        from hiast.transforms import crop_view
+        data = getattr(self, side)
+        return crop_view(data.crop, self.base_size[0], data.crop_max_height)
 
     def sized(self, factor: float) -> tuple[int, int]:
         """The base size times `factor` (e.g. 0.75: the official 768x1536 inference size at 1024x2048)."""

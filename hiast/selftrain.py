@@ -38,12 +38,14 @@ class PseudoLabelledTarget:
     """
 
     def __init__(self, images: SegmentationDataset, pseudo_labels, bank=None, bank_cfg: BankConfig | None = None,
-                 scale: float = 1.0, strong: bool = True):
+                 scale: float = 1.0, strong: bool = True, weak_view=None):
         if len(pseudo_labels) != len(images):
             raise ValueError(f"{len(pseudo_labels)} pseudo-labels for {len(images)} images")
         self.images, self.pseudo, self.bank = images, pseudo_labels, bank
         self.bank_cfg = bank_cfg or BankConfig(enabled=False)
-        self.weak_view, self.strong_view = ms(scale), (cca(scale) if strong else None)
+        # the weak view is the target's training crop (MS by default, OMS for Oxford)
+        self.weak_view = weak_view if weak_view is not None else ms(scale)
+        self.strong_view = cca(scale) if strong else None
 
     def __len__(self) -> int:
         return len(self.images)

@@ -20,7 +20,6 @@ from hiast.datasets import manifest_fingerprint, read_manifest, resize_nearest
 from hiast.evaluation import evaluate_models, write_table
 from hiast.model import build_model, load_weights, save_weights
 from hiast.scenario import Scenario
-from hiast.transforms import ms
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +61,13 @@ def warmup(scenario: Scenario, source_manifest: Path, target_manifest: Path, out
     source_rows = prepare.split_rows(read_manifest(source_manifest), scenario.source, "train", scenario.seed)
     source = prepare.dataset(scenario, source_rows)
     state_dir = Path(state_dir)
-    train_supervised(model, source, ms(scenario.scale), cfg.source_only, device, seed=scenario.seed,
+    train_supervised(model, source, scenario.crop_view("source"), cfg.source_only, device, seed=scenario.seed,
                      desc="source-only", state_path=state_dir / "source_only.pt",
                      keep_final_state=cfg.adversarial.iterations > 0)
     if cfg.adversarial.iterations:
-        target = prepare.dataset(scenario, target_train(scenario, target_manifest), transform=ms(scenario.scale))
-        source_aug = prepare.dataset(scenario, source_rows, transform=ms(scenario.scale))
+        target = prepare.dataset(scenario, target_train(scenario, target_manifest),
+                                 transform=scenario.crop_view("target"))
+        source_aug = prepare.dataset(scenario, source_rows, transform=scenario.crop_view("source"))
         train_adversarial(model, source_aug, target, cfg.adversarial, device, seed=scenario.seed + 1,
                           desc="adversarial", state_path=state_dir / "adversarial.pt")
     save_weights(model, output)
@@ -260,6 +260,7 @@ def self_train(scenario: Scenario, round_number: int, init: Path, pseudo_path: P
     bank = h5io.read_instance_bank(bank_path, expected_fingerprint=fingerprint,
                                    expected_pseudo_label_fingerprint=h5io.file_fingerprint(pseudo_path))
     data = PseudoLabelledTarget(prepare.dataset(scenario, rows), labels_file, bank, rnd.bank, scenario.scale,
+                                weak_view=scenario.crop_view("target"),
                                 strong=rnd.train.strong_view)
     student = load_model(scenario, init)
     # student and teacher, the resumable state (both + Adam's two moments) and its temporary copy

@@ -5,6 +5,9 @@ The official sizes refer to 1024x2048 Cityscapes frames; every size here is mult
 
 - `ms(scale)`: the weak view: HorizontalFlip(p=0.5) + RandomSizedCrop(heights 341-1000, w/h = 2, output
   512x1024), albumentations semantics (reference §1.4).
+- `oms(scale, max_height)`: the Cityscapes->Oxford crop (official `OMS`): HorizontalFlip(p=0.5) +
+  RandomSizedCrop(heights 341-max_height, w/h = 1280/960, output 768x1024); its sizes refer to 960x1280
+  Oxford frames (scale = base_height / 960). Heights go to 1000 for Cityscapes, 900 for Oxford (§6.3).
 - `cca(scale)`: the strong colour view: 3 of 8 colour operations drawn without replacement, each applied
   with p = 0.5; it never touches masks.
 - `inference_resize(scale)`: the fixed resize used for pseudo-labelling (768x1536).
@@ -129,6 +132,25 @@ def ms(scale: float = 1.0) -> v2.Compose:
     ])
 
 
+def oms(scale: float = 1.0, max_height: int = 1000) -> v2.Compose:
+    """The Cityscapes->Oxford crop (official `OMS`): flip p=0.5 + RandomSizedCrop(341-max_height, w/h 4:3) ->
+    768x1024, every size times `scale` (base height / 960)."""
+    return v2.Compose([
+        v2.RandomHorizontalFlip(p=0.5),
+        RandomSizedCrop((scaled(341, scale), scaled(max_height, scale)), (scaled(768, scale), scaled(1024, scale)),
+                        w2h_ratio=1280 / 960),
+    ])
+
+
+def crop_view(crop: str, base_height: int, max_height: int = 1000) -> v2.Compose:
+    """The training crop named by a dataset's `crop` setting, sized for images of `base_height` rows."""
+    if crop == "ms":
+        return ms(base_height / 1024)
+    if crop == "oms":
+        return oms(base_height / 960, max_height)
+    raise ValueError(f"crop: expected 'ms' or 'oms', got {crop!r}")
+
+
 def cca_operations(scale: float = 1.0) -> list:
     """The 8 colour operations of the official `CCA`, in its order (reference §1.4)."""
     return [
@@ -176,4 +198,4 @@ def denormalize(image: torch.Tensor) -> torch.Tensor:
 
 
 __all__ = ["RandomSizedCrop", "RandomGaussianBlur", "RandomLinear", "SomeOf", "ms", "cca", "cca_operations",
-           "inference_size", "inference_resize", "normalize", "scale_of", "denormalize", "scaled"]
+           "inference_size", "inference_resize", "normalize", "scale_of", "denormalize", "scaled", "oms", "crop_view"]

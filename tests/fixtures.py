@@ -5,8 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from hiast import imageio
+from hiast.config import build
+from hiast.scenario import Scenario
 
 # 2x3 label patterns in each raw format and the train ids they must decode to.
 GTA5_RAW = np.array([[7, 8, 26], [0, 33, 11]], dtype=np.uint8)
@@ -69,3 +72,22 @@ def write_oxford(root: Path, n: int = 2) -> Path:
         anno[..., 3] = 255
         imageio.write_rgba(root / "anno" / f"1418132700000000_{i:05d}.png", anno)
     return root
+
+
+DEVICE = torch.device("cpu")
+
+
+def tiny_scenario(root, **overrides) -> Scenario:
+    data = {
+        "name": "tiny", "seed": 0, "synthetic": True, "label_space": "cityscapes19", "metrics": ["mIoU-19"],
+        "base_size": [64, 128],
+        "source": {"dataset": "gta5", "root": str(root / "GTA5"), "val_split": None},
+        "target": {"dataset": "cityscapes", "root": str(root / "cityscapes")},
+        "model": {"backbone": "resnet18", "pretrained": False},
+        "warmup": {"source_only": {"iterations": 4, "batch_size": 2, "lr": 1e-3, "head_lr_mult": 1.0},
+                   "adversarial": {"iterations": 2, "batch_size": 2}},
+        "rounds": [{"pseudo": {"alpha": 0.5}, "bank": {"num_hard": 5},
+                    "train": {"iterations": 4, "batch_size": 2, "lr": 1e-4, "checkpoint_every": 2}}],
+    }
+    data.update(overrides)
+    return build(Scenario, data)

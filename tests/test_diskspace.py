@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from hiast import diskspace, stages
-from test_end_to_end import DEVICE, tiny_run  # noqa: F401  (the module-scoped fixture)
+from fixtures import DEVICE
 
 Usage = namedtuple("Usage", "total used free")
 

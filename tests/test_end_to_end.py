@@ -5,47 +5,9 @@ import pandas as pd
 import pytest
 import torch
 
-from hiast import datasets, h5io, pseudo, stages
+from hiast import h5io, pseudo, stages
 from hiast.checkpoint import Interrupted
-from hiast.config import build
-from hiast.scenario import Scenario
-
-DEVICE = torch.device("cpu")
-
-
-def tiny_scenario(root, **overrides) -> Scenario:
-    data = {
-        "name": "tiny", "seed": 0, "synthetic": True, "label_space": "cityscapes19", "metrics": ["mIoU-19"],
-        "base_size": [64, 128],
-        "source": {"dataset": "gta5", "root": str(root / "GTA5"), "val_split": None},
-        "target": {"dataset": "cityscapes", "root": str(root / "cityscapes")},
-        "model": {"backbone": "resnet18", "pretrained": False},
-        "warmup": {"source_only": {"iterations": 4, "batch_size": 2, "lr": 1e-3, "head_lr_mult": 1.0},
-                   "adversarial": {"iterations": 2, "batch_size": 2}},
-        "rounds": [{"pseudo": {"alpha": 0.5}, "bank": {"num_hard": 5},
-                    "train": {"iterations": 4, "batch_size": 2, "lr": 1e-4, "checkpoint_every": 2}}],
-    }
-    data.update(overrides)
-    return build(Scenario, data)
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tiny_benchmark, tmp_path_factory):
-    out = tmp_path_factory.mktemp("run")
-    scenario = tiny_scenario(tiny_benchmark)
-    for side, name in (("source", "gta5"), ("target", "cityscapes")):
-        data = getattr(scenario, side)
-        splits = [data.train_split] + ([data.val_split] if data.val_split else [])
-        datasets.write_manifest(datasets.build_manifest(name, data.root, splits=splits), out / f"{side}.csv")
-    stages.warmup(scenario, out / "source.csv", out / "target.csv", out / "warmup.pt", out / "wstate", DEVICE)
-    stages.pseudo_labels(scenario, 1, out / "warmup.pt", out / "target.csv", out / "pl.h5", DEVICE)
-    stages.instance_bank(scenario, 1, out / "pl.h5", out / "target.csv", out / "bank.h5")
-    stages.self_train(scenario, 1, out / "warmup.pt", out / "pl.h5", out / "bank.h5", out / "target.csv",
-                      out / "student.pt", out / "teacher.pt", out / "tstate", DEVICE)
-    table = stages.evaluate(scenario, out / "target.csv", {"student": out / "student.pt",
-                                                          "teacher": out / "teacher.pt"}, out / "eval.csv",
-                            out / "masks", DEVICE)
-    return scenario, out, table
+from fixtures import DEVICE, tiny_scenario
 
 
 def test_pseudo_label_file(tiny_run):

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from hiast import stages
-from test_end_to_end import DEVICE, tiny_run  # noqa: F401  (the module-scoped fixture)
+from fixtures import DEVICE
 
 TESTS = Path(__file__).parent
 
@@ -24,7 +24,7 @@ sys.path.insert(0, {tests!r})
 import torch
 torch.set_num_threads(1)
 from pathlib import Path
-from test_end_to_end import tiny_scenario, DEVICE
+from fixtures import tiny_scenario, DEVICE
 from hiast import checkpoint, h5io, stages
 
 root, out = Path({root!r}), Path({out!r})

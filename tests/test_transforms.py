@@ -128,3 +128,32 @@ def test_deterministic_given_seed():
     torch.manual_seed(7)
     b = T.cca(0.25)(*T.ms(1 / 16)(image, mask))
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+def test_oms_is_the_oxford_crop_at_960_rows():
+    # official OMS: heights 341-1000 (Cityscapes) or 341-900 (Oxford), w/h 1280/960, output 768x1024 at 960 rows
+    crop = T.oms(1.0, 900).transforms[1]
+    assert (crop.min_height, crop.max_height, crop.size) == (341, 900, (768, 1024))
+    assert crop.w2h_ratio == pytest.approx(4 / 3)
+    half = T.crop_view("oms", 480, 1000).transforms[1]          # base height 480 -> scale 0.5
+    assert (half.min_height, half.max_height, half.size) == (170, 500, (384, 512))
+    ms = T.crop_view("ms", 512).transforms[1]                   # MS keeps its 1024-row reference
+    assert (ms.min_height, ms.max_height, ms.size) == (170, 500, (256, 512))
+    with pytest.raises(ValueError, match="crop"):
+        T.crop_view("xx", 512)
+
+
+def test_oms_keeps_mask_aligned_and_the_4_to_3_crop():
+    height, width = 96, 128
+    image, mask = coordinate_pair(height, width)
+    for seed in range(5):
+        torch.manual_seed(seed)
+        params = T.oms(0.1, 900).transforms[1].make_params([image, mask])
+        assert params["width"] == min(int(params["height"] * 1280 / 960), width)
+        torch.manual_seed(seed)
+        out_image, out_mask = T.oms(0.1, 900)(image, mask)     # 77x102 output at scale 0.1
+        assert out_image.shape == (3, 77, 102) and out_mask.shape == (77, 102)
+        src_rows = torch.round(out_image[0].float() * (height - 1) / 255).long()
+        src_cols = torch.round(out_image[1].float() * (width - 1) / 255).long()
+        expected = ((src_rows // 16 + src_cols // 16) % 19).to(torch.uint8)
+        assert (expected == out_mask).float().mean().item() > 0.85
