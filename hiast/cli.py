@@ -45,6 +45,31 @@ def _cmd_bench_ias(args: argparse.Namespace) -> None:
           f"{100 * result['label_agreement_vs_official']:.3f}%")
 
 
+def _cmd_bench_stage(args: argparse.Namespace) -> None:
+    import tempfile
+
+    import torch
+    from hiast import speed
+    from hiast.scenario import load_scenario
+    torch.set_num_threads(args.threads)
+    scenario = load_scenario(args.scenario)
+    with tempfile.TemporaryDirectory(prefix="hiast-bench-") as tmp:
+        if args.bench == "pseudo":
+            result = speed.pseudo_stage_speed(scenario, Path(tmp), args.model, args.max_images, args.device)
+            summary = (f"pseudo-labelling {result['images']} images at {result['inference_size']}: stage "
+                       f"{result['stage_images_per_s']:.1f} img/s, pure forward {result['forward_images_per_s']:.1f} "
+                       f"img/s, ratio {result['ratio_stage_to_forward']:.2f}")
+        else:
+            result = speed.train_step_speed(scenario, Path(tmp), args.model, args.iterations, args.device)
+            summary = (f"self-training iteration {1000 * result['iteration_s']:.0f} ms, bare forward/backward "
+                       f"{1000 * result['bare_fwd_bwd_s']:.0f} ms, ratio {result['ratio']:.2f}; on their own: "
+                       f"loading {1000 * result['data_loading_s']:.0f} ms, teacher forward "
+                       f"{1000 * result['teacher_forward_s']:.0f} ms, EMA {1000 * result['ema_s']:.1f} ms, "
+                       f"full objective fwd/bwd {1000 * result['full_objective_fwd_bwd_s']:.0f} ms")
+    speed.write_json(result, args.output)
+    print(summary)
+
+
 def _cmd_bench_learnability(args: argparse.Namespace) -> None:
     from hiast import learnability
     from hiast.scenario import load_scenario
@@ -288,6 +313,22 @@ def build_parser() -> argparse.ArgumentParser:
     ias.add_argument("--device", default="cpu")
     ias.add_argument("--output", type=Path, help="JSON to write (optional)")
     ias.set_defaults(func=_cmd_bench_ias)
+    for name, text in (("pseudo", "the whole pseudo-labelling stage against the model's pure forward"),
+                       ("train", "a self-training iteration against a bare forward/backward, with its parts")):
+        stage = bench_sub.add_parser(
+            name, help=text,
+            description=f"Reads the scenario's target root (and --model, else a fresh model). Measures {text}, "
+                        f"in one run; writes nothing but the optional JSON (work files go to a temporary folder).")
+        stage.add_argument("--scenario", required=True, type=Path, help="config/scenarios/<name>.yaml")
+        stage.add_argument("--model", type=Path, help="weights to use (default: a freshly initialised model)")
+        stage.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+        stage.add_argument("--device", default="cpu")
+        stage.add_argument("--output", type=Path, help="JSON to write (optional)")
+        if name == "pseudo":
+            stage.add_argument("--max-images", type=int, default=0, help="use only the first N target images")
+        else:
+            stage.add_argument("--iterations", type=int, default=20)
+        stage.set_defaults(func=_cmd_bench_stage)
     return parser
 
 

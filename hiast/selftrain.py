@@ -97,8 +97,10 @@ class PseudoLabelledTarget:
 @torch.no_grad()
 def ema_update(teacher: torch.nn.Module, student: torch.nn.Module, momentum: float) -> None:
     """teacher <- momentum * teacher + (1 - momentum) * student for parameters; buffers copied."""
-    for t, s in zip(teacher.parameters(), student.parameters()):
-        t.mul_(momentum).add_(s.detach(), alpha=1 - momentum)
+    # one fused call per operation over all tensors (the same arithmetic as t.mul_(m).add_(s, alpha=1 - m))
+    targets = list(teacher.parameters())
+    torch._foreach_mul_(targets, momentum)
+    torch._foreach_add_(targets, [s.detach() for s in student.parameters()], alpha=1 - momentum)
     for t, s in zip(teacher.buffers(), student.buffers()):
         t.copy_(s)
 

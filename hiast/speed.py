@@ -169,3 +169,146 @@ def write_json(result: dict, output: str | Path | None) -> None:
         return
     with atomic_path(output) as tmp:
         tmp.write_text(json.dumps(result, indent=1))
+
+
+# --- the pseudo-labelling stage against the model's pure forward ------------------------------------------
+
+def _bench_setup(scenario, workdir: Path, model_path: Path | None):
+    """Target manifest and a model file for a scenario (a fresh model if none is given)."""
+    from hiast import datasets, stages
+    workdir.mkdir(parents=True, exist_ok=True)
+    manifest = workdir / "target.csv"
+    data = scenario.target
+    datasets.write_manifest(datasets.build_manifest(data.dataset, data.root,
+                                                    splits=[data.train_split, data.val_split]), manifest)
+    if model_path is None:
+        from hiast.model import save_weights
+        model_path = workdir / "model.pt"
+        save_weights(stages.new_model(scenario, pretrained=False), model_path)
+    return manifest, model_path
+
+
+def pseudo_stage_speed(scenario, workdir: Path, model_path: Path | None = None, max_images: int = 0,
+                       device: str = "cpu") -> dict:
+    """Throughput of the whole pseudo-labelling stage (decode, inference, IAS, HDF5 write) over the model's
+    pure forward (+ softmax max) on the same instances already in memory, measured in one run."""
+    import dataclasses
+
+    from hiast import prepare, stages
+    if max_images:
+        scenario = dataclasses.replace(scenario, target=dataclasses.replace(scenario.target, max_images=max_images))
+    manifest, model_path = _bench_setup(scenario, workdir, model_path)
+    dev = torch.device(device)
+    cfg, rows, order, size = stages._labelling_setup(scenario, 1, manifest)
+    data = prepare.dataset(scenario, rows)
+    model = stages.load_model(scenario, model_path).to(dev).eval()
+    batches = [torch.stack([data[int(i)]["image"].as_subclass(torch.Tensor) for i in group]) for group in order]
+
+    @torch.no_grad()
+    def forward_only():
+        from hiast import engine
+        for images in batches:
+            x = torch.nn.functional.interpolate(engine.to_input(images, dev), size=size, mode="bilinear",
+                                                align_corners=False)
+            engine.upsample(model(x), size).softmax(1).max(1)
+        _synced(lambda: None)
+
+    forward_only()                                   # warm-up (allocator, oneDNN primitive caches)
+    timings = {"forward": [], "stage": []}
+    for k in range(3):
+        begin = time.perf_counter()
+        forward_only()
+        timings["forward"].append(time.perf_counter() - begin)
+        begin = time.perf_counter()
+        stages.pseudo_labels(scenario, 1, model_path, manifest, workdir / f"pseudo_labels_{k}.h5", dev)
+        timings["stage"].append(time.perf_counter() - begin)
+    forward, stage = statistics.median(timings["forward"]), statistics.median(timings["stage"])
+    images = len(rows)
+    return {"benchmark": "pseudo_stage", "scenario": scenario.name, "images": images, "inference_size": list(size),
+            "device": device, "torch_threads": torch.get_num_threads(),
+            "forward_images_per_s": images / forward, "stage_images_per_s": images / stage,
+            "ratio_stage_to_forward": forward / stage, "machine": machine()}
+
+
+# --- a self-training iteration against a bare forward/backward -----------------------------------------------
+
+def train_step_speed(scenario, workdir: Path, model_path: Path | None = None, iterations: int = 20,
+                     device: str = "cpu") -> dict:
+    """One self-training iteration (loading with copy-paste and CCA, teacher forward, student forward/backward,
+    EMA) over a bare student forward/backward on tensors already in memory, and where the difference goes."""
+    import dataclasses
+
+    from hiast import engine, h5io, prepare, stages
+    from hiast.selftrain import PseudoLabelledTarget, ema_update, student_losses, train_round
+    from hiast.supervised import iteration_loader, make_optimizer
+    manifest, model_path = _bench_setup(scenario, workdir, model_path)
+    dev = torch.device(device)
+    rnd = scenario.rounds[0]
+    cfg = dataclasses.replace(rnd.train, iterations=iterations, checkpoint_every=0, log_every=0)
+    pl_path, bank_path = workdir / "pseudo_labels.h5", workdir / "instance_bank.h5"
+    stages.pseudo_labels(scenario, 1, model_path, manifest, pl_path, dev)
+    stages.instance_bank(scenario, 1, pl_path, manifest, bank_path)
+    rows = stages.target_train(scenario, manifest)
+
+    def target_data():
+        return PseudoLabelledTarget(prepare.dataset(scenario, rows), h5io.read_pseudo_labels(pl_path),
+                                    h5io.read_instance_bank(bank_path), rnd.bank, scenario.scale,
+                                    strong=cfg.strong_view, weak_view=scenario.crop_view("target"))
+
+    # the whole iteration, as the stage runs it
+    student = stages.load_model(scenario, model_path)
+    train_round(student, target_data(), dataclasses.replace(cfg, iterations=2), dev, seed=1)   # warm-up
+    student = stages.load_model(scenario, model_path)
+    begin = time.perf_counter()
+    train_round(student, target_data(), cfg, dev, seed=1)
+    whole = (time.perf_counter() - begin) / iterations
+
+    # its parts, each on its own
+    batches = []
+    begin = time.perf_counter()
+    for batch in iteration_loader(target_data(), cfg.batch_size, 1, 0, iterations, cfg.workers):
+        batches.append(batch)
+    loading = (time.perf_counter() - begin) / iterations
+    student = stages.load_model(scenario, model_path).to(dev).train()
+    teacher = stages.load_model(scenario, model_path).to(dev).eval()
+    optimizer = make_optimizer(student, cfg)
+    strong = [engine.to_input(b["strong"], dev) for b in batches]
+    weak = [engine.to_input(b["weak"], dev) for b in batches]
+    labels = [b["label"].to(dev).long() for b in batches]
+
+    def timed(fn) -> float:
+        fn(0)                                   # warm-up
+        begin = time.perf_counter()
+        for k in range(iterations):
+            fn(k)
+        _synced(lambda: None)
+        return (time.perf_counter() - begin) / iterations
+
+    def bare(k):
+        logits = engine.upsample(student(strong[k]), labels[k].shape[-2:])
+        loss = torch.nn.functional.cross_entropy(logits, labels[k], ignore_index=255)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    def with_losses(k):
+        logits = engine.upsample(student(strong[k]), labels[k].shape[-2:])
+        with torch.no_grad():
+            probs = engine.upsample(teacher(weak[k]), labels[k].shape[-2:]).softmax(1)
+        step = student_losses(logits, labels[k], probs, cfg)
+        optimizer.zero_grad(set_to_none=True)
+        step.total.backward()
+        optimizer.step()
+
+    @torch.no_grad()
+    def teacher_forward(k):
+        teacher(weak[k])
+
+    bare_s = timed(bare)
+    parts = {"data_loading_s": loading, "teacher_forward_s": timed(teacher_forward),
+             "ema_s": timed(lambda k: ema_update(teacher, student, cfg.ema_momentum)),
+             "full_objective_fwd_bwd_s": timed(with_losses)}
+    return {"benchmark": "train_step", "scenario": scenario.name, "batch_size": cfg.batch_size,
+            "iterations": iterations, "device": device, "torch_threads": torch.get_num_threads(),
+            "workers": cfg.workers, "iteration_s": whole, "bare_fwd_bwd_s": bare_s, "ratio": whole / bare_s,
+            **parts, "machine": machine()}

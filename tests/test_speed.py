@@ -37,3 +37,16 @@ def test_instance_arrays_look_like_model_outputs():
     assert np.bincount(pred.reshape(-1), minlength=19).argmax() == 0     # road is the most frequent class
     with pytest.raises(ValueError, match="num_classes"):
         speed.instance_arrays(4, 4, num_classes=30)
+
+
+def test_stage_benchmarks_run_on_the_tiny_benchmark(tiny_benchmark, tmp_path):
+    from fixtures import tiny_scenario
+    scenario = tiny_scenario(tiny_benchmark)
+    result = speed.pseudo_stage_speed(scenario, tmp_path / "p")
+    assert result["images"] == 8 and result["inference_size"] == [48, 96]
+    assert result["forward_images_per_s"] > 0 and result["stage_images_per_s"] > 0
+    assert (tmp_path / "p" / "pseudo_labels_2.h5").is_file()          # the stage really ran, three times
+    train = speed.train_step_speed(scenario, tmp_path / "t", iterations=2)
+    assert train["iteration_s"] > 0 and train["bare_fwd_bwd_s"] > 0
+    assert train["ratio"] == pytest.approx(train["iteration_s"] / train["bare_fwd_bwd_s"])
+    assert {"data_loading_s", "teacher_forward_s", "ema_s", "full_objective_fwd_bwd_s"} <= set(train)
