@@ -70,6 +70,15 @@ def _cmd_bench_stage(args: argparse.Namespace) -> None:
     print(summary)
 
 
+def _cmd_bench_gpu(args: argparse.Namespace) -> None:
+    import json
+
+    from hiast import gpubench, speed
+    result = gpubench.run()
+    speed.write_json(result, args.output)
+    print(json.dumps(result, indent=1))
+
+
 def _cmd_bench_learnability(args: argparse.Namespace) -> None:
     from hiast import learnability
     from hiast.scenario import load_scenario
@@ -329,6 +338,14 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             stage.add_argument("--iterations", type=int, default=20)
         stage.set_defaults(func=_cmd_bench_stage)
+    gpu = bench_sub.add_parser(
+        "gpu", help="cluster GPU: matmul rate, R101 training fp32 vs bf16+channels_last, pseudo-labelling",
+        description="Reads nothing (random weights and inputs). On one CUDA GPU, in a few minutes: the card's "
+                    "matrix-multiply rate, DeepLabV2 ResNet-101 training at 512x1024 batch 2 in fp32 and bf16 "
+                    "autocast with channels_last (images/s, peak memory, achieved FLOP/s over the matmul rate), "
+                    "and pseudo-labelling at 768x1536 with the IAS step's share of the forward pass.")
+    gpu.add_argument("--output", type=Path, help="JSON to write (optional)")
+    gpu.set_defaults(func=_cmd_bench_gpu)
     return parser
 
 
