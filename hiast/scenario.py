@@ -100,7 +100,7 @@ class PseudoConfig:
     cbst_p: float = field(0.2, low=0, high=1, low_open=True)
     cbst_sample_interval: int = field(4, low=1)
     class_conf_momentum: float = field(0.99, low=0, high=1)
-    batch_size: int = field(2, low=1)           # inference batch
+    workers: int = field(0, low=0)              # loader processes decoding images ahead of the model
     shards: int = field(1, low=1)               # parallel inference shards
     input_scale: float = field(0.75, low=0, low_open=True)  # inference size = 768x1536 at 1024 rows
 

@@ -87,14 +87,24 @@ def _drop_state(state_dir: Path) -> None:
 # --- pseudo-labels -----------------------------------------------------------------------------------------
 
 @torch.no_grad()
-def infer(model: torch.nn.Module, data, indices, input_size, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(max softmax prob float32, argmax uint8) at the inference size for the images `indices` of `data`."""
-    images = torch.stack([data[int(i)]["image"].as_subclass(torch.Tensor) for i in indices])
+def infer(model: torch.nn.Module, data, indices, input_size, device, images=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(max softmax prob float32, argmax uint8) at the inference size for the images `indices` of `data`
+    (or for `images`, uint8 [n, 3, H, W], already loaded)."""
+    if images is None:
+        images = torch.stack([data[int(i)]["image"].as_subclass(torch.Tensor) for i in indices])
     x = engine.to_input(images, device)
     x = torch.nn.functional.interpolate(x, size=input_size, mode="bilinear", align_corners=False)
     probs = engine.upsample(model(x), input_size).softmax(1)
     conf, pred = probs.max(1)
     return conf, pred.to(torch.uint8)
+
+
+def _instance_images(data, groups, workers: int):
+    """uint8 image batches, one per instance, decoded by `workers` loader processes ahead of the model."""
+    loader = torch.utils.data.DataLoader(data, batch_sampler=[[int(i) for i in g] for g in groups],
+                                         num_workers=workers, collate_fn=engine.collate)
+    for batch in loader:
+        yield batch["image"]
 
 
 def _labelling_setup(scenario: Scenario, round_number: int, manifest_path: Path):
@@ -122,8 +132,10 @@ def pseudo_shard(scenario: Scenario, round_number: int, model_path: Path, manife
                                  f"pseudo-label inference shard {shard}")
     with h5io.model_outputs_writer(output, image_index, size[0], size[1], attrs) as write:
         position = 0
-        for group in engine.progress(groups, f"pseudo-label inference round {round_number} shard {shard}"):
-            conf, pred = infer(model, data, group, size, device)
+        batches = _instance_images(data, groups, cfg.workers)
+        for group, images in zip(engine.progress(groups, f"pseudo-label inference round {round_number} shard {shard}"),
+                                 batches):
+            conf, pred = infer(model, data, group, size, device, images)
             for k in range(len(group)):
                 write(position, conf[k].cpu().numpy(), pred[k].cpu().numpy())
                 position += 1
@@ -139,15 +151,20 @@ def pseudo_labels(scenario: Scenario, round_number: int, model_path: Path, manif
     diskspace.require_free_space(output, diskspace.pseudo_label_bytes(len(rows), *size, num_classes),
                                  f"pseudo-labels round {round_number}")
     if shard_paths:
-        outputs = _stored_outputs(shard_paths, cfg.shards, fingerprint, h5io.file_fingerprint(model_path), device)
+        read = _stored_outputs(shard_paths, cfg.shards, fingerprint, h5io.file_fingerprint(model_path), device)
+
+        def stream():
+            for group in order:
+                yield (group, *read(group))
     else:
         data = prepare.dataset(scenario, rows)
         model = load_model(scenario, model_path).to(device).eval()
 
-        def outputs(group):
-            return infer(model, data, group, size, device)
+        def stream():
+            for group, images in zip(order, _instance_images(data, order, cfg.workers)):
+                yield (group, *infer(model, data, group, size, device, images))
     if cfg.policy == "CBST":
-        init = cbst_pass(outputs, order, num_classes, cfg)
+        init = cbst_pass(stream(), len(order), num_classes, cfg)
     elif cfg.policy == "CT":
         init = pseudo.ct_thresholds(num_classes, cfg.ct_threshold)
     elif cfg.policy == "NT":
@@ -162,8 +179,7 @@ def pseudo_labels(scenario: Scenario, round_number: int, model_path: Path, manif
              "instance_size": cfg.instance_size, "round": round_number, "model": str(model_path)}
     width = max(len(group) for group in order)
     with h5io.PseudoLabelWriter(output, list(rows.image_id), size[0], size[1], num_classes, attrs) as writer:
-        for group in engine.progress(order, f"pseudo-labels round {round_number}"):
-            conf, pred = outputs(group)
+        for group, conf, pred in engine.progress(stream(), f"pseudo-labels round {round_number}", total=len(order)):
             step = state.step(conf, pred)
             trajectory.append(step.thresholds.astype(np.float32))
             labels = step.labels.cpu().numpy()
@@ -194,11 +210,10 @@ def _stored_outputs(shard_paths, shards: int, fingerprint: str, model_fingerprin
     return outputs
 
 
-def cbst_pass(outputs, order, num_classes, cfg) -> np.ndarray:
+def cbst_pass(stream, instances: int, num_classes, cfg) -> np.ndarray:
     """CBST's global thresholds: a first pass over every `sample_interval`-th pixel of every instance."""
     conf_all, pred_all = [], []
-    for group in engine.progress(order, "CBST statistics"):
-        conf, pred = outputs(group)
+    for _, conf, pred in engine.progress(stream, "CBST statistics", total=instances):
         conf_all.append(conf.reshape(-1)[:: cfg.cbst_sample_interval].cpu())
         pred_all.append(pred.reshape(-1)[:: cfg.cbst_sample_interval].cpu())
     return np.asarray(pseudo.cbst_thresholds(torch.cat(conf_all), torch.cat(pred_all), num_classes, cfg.cbst_p),

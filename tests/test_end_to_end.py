@@ -149,3 +149,16 @@ def test_sharded_inference_gives_byte_identical_labels_and_thresholds(tiny_run):
         stages.pseudo_labels(sharded, 1, out / "student.pt", out / "target.csv", out / "x.h5", DEVICE,
                              shard_paths=shard_paths)
     assert not (out / "x.h5").exists()
+
+
+def test_loader_workers_for_pseudo_labels_change_nothing(tiny_run):
+    """Images decoded ahead by 2 loader processes: byte-identical labels and thresholds."""
+    import h5py
+    scenario, out, _ = tiny_run
+    rounds = [{"pseudo": {"alpha": 0.5, "workers": 2}, "bank": {"num_hard": 5}, "train": {"iterations": 4}}]
+    variant = tiny_scenario(out.parent / "none", rounds=rounds, source=scenario.source.__dict__,
+                            target=scenario.target.__dict__)
+    stages.pseudo_labels(variant, 1, out / "warmup.pt", out / "target.csv", out / "pl_workers.h5", DEVICE)
+    with h5py.File(out / "pl.h5") as one, h5py.File(out / "pl_workers.h5") as two:
+        for name in ("labels", "thresholds", "pixel_counts"):
+            assert one[name][()].tobytes() == two[name][()].tobytes(), name
