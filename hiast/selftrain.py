@@ -19,7 +19,7 @@ import torch
 from torchvision import tv_tensors
 
 from hiast import bank as hpla
-from hiast import checkpoint, engine, losses
+from hiast import checkpoint, distributed, engine, losses
 from hiast.classes import IGNORE
 from hiast.datasets import SegmentationDataset, resize_nearest
 from hiast.model import param_groups
@@ -140,8 +140,11 @@ def student_losses(student_logits: torch.Tensor, labels: torch.Tensor, teacher_p
 
 def train_round(student: torch.nn.Module, data: PseudoLabelledTarget, cfg: SelfTrainConfig, device: torch.device,
                 seed: int, state_path: Path | None = None, desc: str = "self-training",
-                stop_after: int | None = None) -> tuple[torch.nn.Module, dict]:
+                stop_after: int | None = None,
+                context: distributed.Context = distributed.SINGLE) -> tuple[torch.nn.Module, dict]:
     """Self-train `student` in place; returns (teacher, history). Resumes from `state_path` if it holds a state.
+    With several processes (`context`), DDP averages the student's gradients (each rank holds the same
+    teacher), and rank 0 saves the states.
 
     `stop_after` (tests) simulates an interruption: save the state after that many iterations and raise
     `checkpoint.Interrupted`, as a signal would.
@@ -163,23 +166,26 @@ def train_round(student: torch.nn.Module, data: PseudoLabelledTarget, cfg: SelfT
         log.info("%s: resuming at iteration %d from %s", desc, start, state_path)
 
     def save(iteration: int) -> None:
-        checkpoint.snapshot(state_path, {"iteration": iteration, "history": history}, student=student,
-                            teacher=teacher, optimizer=optimizer, scheduler=scheduler)
+        if context.is_main:
+            checkpoint.snapshot(state_path, {"iteration": iteration, "history": history}, student=student,
+                                teacher=teacher, optimizer=optimizer, scheduler=scheduler)
+        distributed.barrier(context)
 
-    loader = iteration_loader(data, cfg.batch_size, seed, start, cfg.iterations, cfg.workers)
+    net = distributed.wrap(student, context, device)
+    loader = iteration_loader(data, cfg.batch_size, seed, start, cfg.iterations, cfg.workers, context)
     last_good = start
     with checkpoint.StopFlag() as flag:
         for iteration, batch in zip(engine.progress(range(start, cfg.iterations), desc), loader):
             labels = batch["label"].to(device).long()
             strong = engine.to_input(batch["strong"], device)
-            logits = engine.upsample(student(strong), labels.shape[-2:])
+            logits = engine.upsample(net(strong), labels.shape[-2:])
             teacher_probs = None
             if cfg.consistency_weight:
                 with torch.no_grad():
                     weak = engine.to_input(batch["weak"], device)
                     teacher_probs = engine.upsample(teacher(weak), labels.shape[-2:]).softmax(1)
             step = student_losses(logits, labels, teacher_probs, cfg)
-            if not torch.isfinite(step.total):
+            if distributed.any_rank(not torch.isfinite(step.total), context, device):
                 raise checkpoint.Diverged(f"{desc}: non-finite loss at iteration {iteration} "
                                f"(terms: {', '.join(f'{k}={v:.4g}' for k, v in step.terms.items())}); "
                                f"the last good state (iteration {last_good}) is kept in {state_path}")
@@ -197,7 +203,8 @@ def train_round(student: torch.nn.Module, data: PseudoLabelledTarget, cfg: SelfT
             if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.iterations:
                 save(done)
                 last_good = done
-            if flag.stop or (stop_after is not None and done >= stop_after and done < cfg.iterations):
+            stop = distributed.any_rank(flag.stop, context, device)
+            if stop or (stop_after is not None and done >= stop_after and done < cfg.iterations):
                 save(done)
                 raise checkpoint.Interrupted(f"{desc}: stopped at iteration {done}; state saved to {state_path}")
     return teacher, history

@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 
 from hiast import bank as hpla
-from hiast import diskspace, engine, h5io, prepare, pseudo
+from hiast import diskspace, distributed, engine, h5io, prepare, pseudo
 from hiast.classes import IGNORE
 from hiast.datasets import manifest_fingerprint, read_manifest, resize_nearest
 from hiast.evaluation import evaluate_models, write_table
@@ -54,6 +54,7 @@ def warmup(scenario: Scenario, source_manifest: Path, target_manifest: Path, out
         save_weights(model, output)
         log.info("imported the warm-up checkpoint %s -> %s", cfg.checkpoint, output)
         return
+    context, device = distributed.setup(device)
     engine.seed_everything(scenario.seed)
     model = new_model(scenario)
     # the weights, the resumable state (model + Adam's two moments) and its temporary copy while it is saved
@@ -63,7 +64,9 @@ def warmup(scenario: Scenario, source_manifest: Path, target_manifest: Path, out
     state_dir = Path(state_dir)
     train_supervised(model, source, scenario.crop_view("source"), cfg.source_only, device, seed=scenario.seed,
                      desc="source-only", state_path=state_dir / "source_only.pt",
-                     keep_final_state=cfg.adversarial.iterations > 0)
+                     keep_final_state=cfg.adversarial.iterations > 0, context=context)
+    if not context.is_main:
+        return    # the adversarial warm-up runs in one process (rank 0); the source-only part used them all
     if cfg.adversarial.iterations:
         target = prepare.dataset(scenario, target_train(scenario, target_manifest),
                                  transform=scenario.crop_view("target"))
@@ -277,11 +280,15 @@ def self_train(scenario: Scenario, round_number: int, init: Path, pseudo_path: P
     data = PseudoLabelledTarget(prepare.dataset(scenario, rows), labels_file, bank, rnd.bank, scenario.scale,
                                 weak_view=scenario.crop_view("target"),
                                 strong=rnd.train.strong_view)
+    context, device = distributed.setup(device)
     student = load_model(scenario, init)
     # student and teacher, the resumable state (both + Adam's two moments) and its temporary copy
     diskspace.require_free_space(output, diskspace.training_bytes(student, 10), f"self-training round {round_number}")
     teacher, _ = train_round(student, data, rnd.train, device, seed=scenario.seed * 1000 + round_number,
-                             state_path=Path(state_dir) / "self_train.pt", desc=f"self-training round {round_number}")
+                             state_path=Path(state_dir) / "self_train.pt", desc=f"self-training round {round_number}",
+                             context=context)
+    if not context.is_main:
+        return
     save_weights(teacher, teacher_output)
     save_weights(student, output)
     _drop_state(state_dir)

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from hiast import checkpoint, engine
+from hiast import checkpoint, distributed, engine
 from hiast.classes import IGNORE
 from hiast.model import param_groups
 from hiast.sampling import IterationBatchSampler, SeededItems
@@ -62,20 +62,25 @@ class Augmented:
         return {"image": image, "label": label, "index": index}
 
 
-def iteration_loader(data, batch_size: int, seed: int, start: int, stop: int, workers: int = 0):
-    """Batches start..stop-1 of an iteration-addressed stream over `data` (an object with `item`)."""
-    sampler = IterationBatchSampler(len(data), batch_size, seed, start=start, stop=stop)
+def iteration_loader(data, batch_size: int, seed: int, start: int, stop: int, workers: int = 0,
+                     context: distributed.Context = distributed.SINGLE):
+    """Batches start..stop-1 of an iteration-addressed stream over `data` (an object with `item`); with
+    several processes, this rank's share of each global batch."""
+    sampler = IterationBatchSampler(len(data), batch_size, seed, start=start, stop=stop, rank=context.rank,
+                                    world_size=context.world_size)
     return torch.utils.data.DataLoader(SeededItems(data), batch_sampler=sampler, num_workers=workers,
                                        collate_fn=engine.collate)
 
 
 def train_supervised(model: torch.nn.Module, dataset, transform, cfg: SupervisedStage, device: torch.device,
                      seed: int = 0, desc: str = "supervised", state_path: Path | None = None,
-                     keep_final_state: bool = False) -> list[float]:
+                     keep_final_state: bool = False,
+                     context: distributed.Context = distributed.SINGLE) -> list[float]:
     """Train `model` in place on (image, label) items of `dataset` augmented by `transform`; resumable from
     `state_path`. `keep_final_state` saves the state once more at the end, so that a later stage of the same
     job (the adversarial warm-up) that is interrupted does not make a rerun repeat this one. Returns the loss
-    per iteration."""
+    per iteration. With several processes (`context`), DDP averages the gradients, rank 0 saves the states.
+    """
     model.to(device).train()
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg)
@@ -87,16 +92,19 @@ def train_supervised(model: torch.nn.Module, dataset, transform, cfg: Supervised
         log.info("%s: resuming at iteration %d from %s", desc, start, state_path)
 
     def save(iteration: int) -> None:
-        checkpoint.snapshot(state_path, {"iteration": iteration, "losses": losses}, model=model,
-                            optimizer=optimizer, scheduler=scheduler)
+        if context.is_main:
+            checkpoint.snapshot(state_path, {"iteration": iteration, "losses": losses}, model=model,
+                                optimizer=optimizer, scheduler=scheduler)
+        distributed.barrier(context)
 
+    net = distributed.wrap(model, context, device)
     loader = iteration_loader(Augmented(dataset, transform), cfg.batch_size, seed, start, cfg.iterations,
-                              cfg.workers)
+                              cfg.workers, context)
     with checkpoint.StopFlag() as flag:
         for iteration, batch in zip(engine.progress(range(start, cfg.iterations), desc), loader):
             images = engine.to_input(batch["image"], device)
-            loss = segmentation_ce(model(images), batch["label"].to(device))
-            if not torch.isfinite(loss):
+            loss = segmentation_ce(net(images), batch["label"].to(device))
+            if distributed.any_rank(not torch.isfinite(loss), context, device):
                 raise checkpoint.Diverged(f"{desc}: non-finite loss at iteration {iteration} (ce={float(loss.detach())}); "
                                           f"the last good state is kept in {state_path}")
             optimizer.zero_grad(set_to_none=True)
@@ -109,7 +117,7 @@ def train_supervised(model: torch.nn.Module, dataset, transform, cfg: Supervised
                 log.info("%s it %d/%d loss %.4f", desc, done, cfg.iterations, np.mean(losses[-cfg.log_every:]))
             if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.iterations:
                 save(done)
-            if flag.stop and done < cfg.iterations:
+            if distributed.any_rank(flag.stop, context, device) and done < cfg.iterations:
                 save(done)
                 raise checkpoint.Interrupted(f"{desc}: stopped at iteration {done}; state saved to {state_path}")
     if keep_final_state and start < cfg.iterations:
