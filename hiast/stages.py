@@ -77,6 +77,30 @@ def warmup(scenario: Scenario, source_manifest: Path, target_manifest: Path, out
     _drop_state(state_dir)
 
 
+def oracle(scenario: Scenario, target_manifest: Path, output: Path, eval_output: Path, state_dir: Path,
+           device: torch.device) -> pd.DataFrame | None:
+    """The oracle beside the results: the scenario's model and source-only budget trained on the target's
+    train labels (for the synthetic Oxford, its hidden `anno_train/`), evaluated on target val -> weights and
+    eval.csv (one row, model "oracle")."""
+    from hiast.supervised import train_supervised
+    rows = target_train(scenario, target_manifest)
+    if (rows.label.fillna("") == "").all():
+        rows = prepare.with_hidden_labels(rows, Path(scenario.target.root) / "anno_train")
+    context, device = distributed.setup(device)
+    engine.seed_everything(scenario.seed)
+    model = new_model(scenario)
+    diskspace.require_free_space(output, diskspace.training_bytes(model, 7), "oracle")
+    train_supervised(model, prepare.dataset(scenario, rows), scenario.crop_view("target"), scenario.warmup.source_only,
+                     device, seed=scenario.seed, desc="oracle", state_path=Path(state_dir) / "oracle.pt",
+                     context=context)
+    if not context.is_main:
+        return None
+    save_weights(model, output)
+    table = evaluate(scenario, target_manifest, {"oracle": output}, eval_output, None, device)
+    _drop_state(state_dir)
+    return table
+
+
 def _drop_state(state_dir: Path) -> None:
     """The outputs are complete: the resumable state is no longer needed (it is as large as a model)."""
     state_dir = Path(state_dir)

@@ -162,3 +162,13 @@ def test_loader_workers_for_pseudo_labels_change_nothing(tiny_run):
     with h5py.File(out / "pl.h5") as one, h5py.File(out / "pl_workers.h5") as two:
         for name in ("labels", "thresholds", "pixel_counts"):
             assert one[name][()].tobytes() == two[name][()].tobytes(), name
+
+
+def test_oracle_trains_on_target_labels_and_evaluates(tiny_run, tmp_path):
+    scenario, out, _ = tiny_run
+    table = stages.oracle(scenario, out / "target.csv", tmp_path / "oracle.pt", tmp_path / "oracle_eval.csv",
+                          tmp_path / "state", DEVICE)
+    assert list(table.model) == ["oracle"] and 0 <= table["mIoU-19"].iloc[0] <= 100
+    assert (tmp_path / "oracle.pt").is_file() and not (tmp_path / "state").exists()
+    back = pd.read_csv(tmp_path / "oracle_eval.csv")
+    assert back["mIoU-19"].iloc[0] == pytest.approx(table["mIoU-19"].iloc[0], abs=1e-4)
