@@ -23,8 +23,14 @@ def _cmd_generate(args: argparse.Namespace) -> None:
 
 def _cmd_manifest(args: argparse.Namespace) -> None:
     from hiast import datasets
-    table = datasets.build_manifest(args.dataset, args.root, splits=args.splits, workers=args.workers,
-                                    progress=True)
+    if args.copy_from is not None:      # the same root scanned the same way for another run: reuse it
+        table = datasets.read_manifest(args.copy_from)
+        if set(table.dataset) != {args.dataset} or not set(table.split) <= set(args.splits or table.split):
+            raise datasets.DatasetError(f"{args.copy_from}: a manifest of {sorted(set(table.dataset))} "
+                                        f"{sorted(set(table.split))}, not of {args.dataset} {args.splits}")
+    else:
+        table = datasets.build_manifest(args.dataset, args.root, splits=args.splits, workers=args.workers,
+                                        progress=True)
     datasets.write_manifest(table, args.output)
     print(f"{args.output}: {len(table)} images ({table.split.value_counts().to_dict()}), "
           f"{datasets.size_mismatches(table)} label(s) resized to their image size")
@@ -110,7 +116,8 @@ def _stage_setup(args: argparse.Namespace):
 def _cmd_warmup(args):
     from hiast import stages
     scenario, device = _stage_setup(args)
-    stages.warmup(scenario, args.source_manifest, args.target_manifest, args.output, args.state_dir, device)
+    stages.warmup(scenario, args.source_manifest, args.target_manifest, args.output, args.state_dir, device,
+                  copy_from=args.copy_from)
     print(f"wrote {args.output}")
 
 
@@ -178,6 +185,18 @@ def _cmd_table(args):
     print(f"results table: {args.output}")
 
 
+def _cmd_experiments(args):
+    from hiast import experiments
+    oracles = {}
+    for item in args.oracle or []:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise SystemExit(f"--oracle {item!r}: expected SCENARIO=EVAL_CSV")
+        oracles[name] = Path(path)
+    print(experiments.write_seed_table(args.summaries, args.output, oracles))
+    print(f"experiments table: {args.output}")
+
+
 def _add_stage_options(parser: argparse.ArgumentParser, threads: bool = True) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--config", help="the scenario slice as JSON (the rule's params; unset parts take "
@@ -222,6 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     man.add_argument("output", help="manifest CSV to write")
     man.add_argument("--splits", nargs="+", help="splits to scan (default: all of the dataset's)")
     man.add_argument("--workers", type=int, default=2)
+    man.add_argument("--copy-from", type=Path, help="a manifest of the same root and splits made for another run: "
+                                                    "check and reuse it instead of scanning again")
     man.set_defaults(func=_cmd_manifest)
 
     p = sub.add_parser("warmup", help="warm-up: source-only then adversarial training",
@@ -232,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target-manifest", required=True, type=Path)
     p.add_argument("--output", required=True, type=Path)
     p.add_argument("--state-dir", required=True, type=Path)
+    p.add_argument("--copy-from", type=Path, help="the same warm-up, already trained for another run: copy it")
     p.set_defaults(func=_cmd_warmup)
 
     p = sub.add_parser("oracle", help="the oracle: the warm-up's model and budget trained on target labels",
@@ -317,6 +339,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, type=Path)
     p.add_argument("--reported", default="student", help="the model reported per round (student or teacher)")
     p.set_defaults(func=_cmd_table)
+
+    p = sub.add_parser("experiments", help="mean ± std over seeds of runs and their variants, with the oracles",
+                       description="Reads runs' summary.csv (runs named <scenario>@<variant>+seed<N>) and the "
+                                   "oracles' eval.csv. Writes a markdown table (and a .csv beside it): per run "
+                                   "without its seeds and per stage, mean ± std of each metric, the oracle, and "
+                                   "the share of the warm-up -> oracle gap closed.")
+    p.add_argument("summaries", nargs="+", type=Path)
+    p.add_argument("--oracle", action="append", metavar="SCENARIO=EVAL_CSV")
+    p.add_argument("--output", required=True, type=Path)
+    p.set_defaults(func=_cmd_experiments)
 
     bench = sub.add_parser("bench", help="benchmarks (method results, speed); see BENCHMARKS.md")
     bench_sub = bench.add_subparsers(dest="bench", required=True, metavar="BENCHMARK")

@@ -124,3 +124,56 @@ def write_seed_table(summaries: list[Path], output: Path, oracles: dict[str, Pat
     with atomic_path(Path(output).with_suffix(".csv")) as tmp:
         table.to_csv(tmp, index=False, float_format="%.4f")
     return text
+
+
+def resolve_run(scenario_dir: str | Path, name: str, smoke: dict | None = None, variants: dict | None = None):
+    """(raw mapping, Scenario) of a run `<scenario>[@<variant>+...]`: the scenario file, its variants, then the
+    smoke preset (so that a variant cannot escape it), validated; the run's name is the whole name."""
+    from hiast import workflow
+    from hiast.config import build, load_yaml, to_dict
+    from hiast.scenario import Scenario
+    base, names = split_name(name)
+    path = Path(scenario_dir) / f"{base}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in Path(scenario_dir).glob("*.yaml"))
+        raise ConfigError(f"scenarios: no scenario file {path}; known scenarios: {known}")
+    raw = apply_variants(load_yaml(path), names, variants, where=f"{name}: variants")
+    raw = workflow.apply_smoke(raw, smoke)
+    raw["name"] = name
+    scenario = build(Scenario, raw, where=f"{path} ({name})")
+    return to_dict(scenario), scenario
+
+
+def shared_warmups(resolved: dict[str, dict]) -> dict[str, str]:
+    """run -> the earlier run whose warm-up is the same (same data, model, seed and warm-up settings): the
+    ablation variants of a seed train one warm-up and copy it."""
+    from hiast import workflow
+    import json
+    first: dict[str, str] = {}
+    shared = {}
+    for name, raw in resolved.items():
+        key = json.loads(workflow.stage_json(raw, "warmup"))
+        key.pop("name", None)
+        key = json.dumps(key, sort_keys=True)
+        if key in first:
+            shared[name] = first[key]
+        else:
+            first[key] = name
+    return shared
+
+
+def shared_manifests(resolved: dict[str, dict]) -> dict[tuple[str, str], str]:
+    """(run, side) -> the earlier run whose manifest of that side scans the same root the same way."""
+    first: dict[tuple, str] = {}
+    shared = {}
+    for name, raw in resolved.items():
+        for side in ("source", "target"):
+            data = raw[side]
+            key = (side, data["dataset"], str(data["root"]), data["train_split"], data.get("val_split"))
+            # the source and target manifests of one root are the same file too
+            key = key[1:]
+            if key in first:
+                shared[(name, side)] = first[key]
+            else:
+                first[key] = (name, side)
+    return shared

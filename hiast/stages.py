@@ -44,15 +44,17 @@ def target_train(scenario: Scenario, manifest_path: str | Path) -> pd.DataFrame:
 # --- warm-up -----------------------------------------------------------------------------------------------
 
 def warmup(scenario: Scenario, source_manifest: Path, target_manifest: Path, output: Path, state_dir: Path,
-           device: torch.device) -> None:
-    """Source-only training then adversarial warm-up (or import `warmup.checkpoint`) -> output weights."""
+           device: torch.device, copy_from: Path | None = None) -> None:
+    """Source-only training then adversarial warm-up (or import `warmup.checkpoint`, or `copy_from`: the same
+    warm-up already trained for another run) -> output weights."""
     from hiast.adversarial import train_adversarial
     from hiast.supervised import train_supervised
     cfg = scenario.warmup
-    if cfg.checkpoint is not None:
-        model = load_model(scenario, cfg.checkpoint)
+    source = copy_from if copy_from is not None else cfg.checkpoint
+    if source is not None:
+        model = load_model(scenario, source)     # checked against the model: a mismatch lists the keys
         save_weights(model, output)
-        log.info("imported the warm-up checkpoint %s -> %s", cfg.checkpoint, output)
+        log.info("imported the warm-up weights %s -> %s", source, output)
         return
     context, device = distributed.setup(device)
     engine.seed_everything(scenario.seed)

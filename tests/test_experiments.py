@@ -46,3 +46,21 @@ def test_seed_table_means_stds_and_gap_closed(tmp_path):
     assert "| g | round_1 | 52.0 ± 2.8 | 2 | 60.0 | 58% |" in text
     assert "| g@nt | round_1 | 41.0 | 1 | – | – |" in text
     assert (tmp_path / "experiments.csv").is_file()
+
+
+def test_resolve_run_and_shared_warmups(tmp_path):
+    from pathlib import Path
+    scenarios = Path(__file__).resolve().parents[1] / "config" / "scenarios"
+    variants = {"nt": {"every_round": {"pseudo": {"policy": "NT"}}}, "short": {"warmup": {"source_only": {"iterations": 3}}}}
+    smoke = {"every_round": {"train": {"iterations": 4}}}
+    runs = {name: ex.resolve_run(scenarios, name, smoke, variants)
+            for name in ("synthetic_gta5_to_cityscapes", "synthetic_gta5_to_cityscapes@nt",
+                         "synthetic_gta5_to_cityscapes@nt+seed1", "synthetic_gta5_to_cityscapes@short")}
+    raw, scenario = runs["synthetic_gta5_to_cityscapes@nt+seed1"]
+    assert scenario.name == "synthetic_gta5_to_cityscapes@nt+seed1" and scenario.seed == 1
+    assert all(r.pseudo.policy == "NT" and r.train.iterations == 4 for r in scenario.rounds)
+    shared = ex.shared_warmups({name: raw for name, (raw, _) in runs.items()})
+    # the NT ablation of seed 0 reuses the base's warm-up; another seed or warm-up budget trains its own
+    assert shared == {"synthetic_gta5_to_cityscapes@nt": "synthetic_gta5_to_cityscapes"}
+    with pytest.raises(ConfigError, match="no scenario file"):
+        ex.resolve_run(scenarios, "nope@nt", None, variants)

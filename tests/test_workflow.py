@@ -90,7 +90,9 @@ def test_dry_run_of_each_real_scenario_plans_the_expected_jobs(scenario, tmp_pat
     result = run_snakemake("-n", "--config", f"scenarios=[{scenario}]", f"results={tmp_path}/results")
     counts = job_counts(result.stdout)
     assert counts == {"manifest": 2, "warmup": 1, "eval_warmup": 1, "pseudo_labels": 3, "instance_bank": 3,
-                      "self_train": 3, "eval_round": 3, "scenario_summary": 1, "results_table": 1, "all": 1}
+                      "self_train": 3, "eval_round": 3, "scenario_summary": 1, "results_table": 1, "all": 1,
+                      "report_miou": 1, "report_per_class": 1, "report_thresholds": 1, "report_pseudo_labels": 1,
+                      "report_examples": 3}
 
 
 def test_bad_config_stops_before_any_job(tmp_path):
@@ -138,7 +140,8 @@ def test_editing_round_two_reruns_round_two_and_later_only(smoke_project):
     counts = job_counts(run_snakemake(*args, "-n").stdout)
     # rounds 2 and 3 (round 3 is labelled by round 2's teacher); the warm-up and round 1 keep their files
     assert counts == {"pseudo_labels": 2, "instance_bank": 2, "self_train": 2, "eval_round": 2,
-                      "scenario_summary": 1, "results_table": 1, "all": 1}
+                      "scenario_summary": 1, "results_table": 1, "all": 1, "report_miou": 1, "report_per_class": 1,
+                      "report_thresholds": 1, "report_pseudo_labels": 1, "report_examples": 2}
 
 
 def test_sharded_pseudo_labels_through_the_workflow_are_byte_identical(smoke_project):
@@ -158,3 +161,18 @@ def test_sharded_pseudo_labels_through_the_workflow_are_byte_identical(smoke_pro
     with h5py.File(results / "round_3" / "pseudo_labels.h5") as f:
         assert {name: f[name][()].tobytes() for name in ("labels", "thresholds")} == before
     assert not list((results / "round_3").glob("shards/*.h5"))
+
+
+def test_experiments_config_plans_shared_warmups_oracles_and_the_seed_table(tmp_path):
+    """config/experiments.yaml: 33 runs, but one warm-up per scenario and seed is trained (3 x 3) and the 24
+    ablation/grid variants copy theirs; one oracle per scenario file; results/experiments.md."""
+    result = run_snakemake("-n", "-p", "--configfile", "config/config.yaml", "config/experiments.yaml",
+                           "--config", f"results={tmp_path}/results")
+    counts = job_counts(result.stdout)
+    assert counts["warmup"] == 33 and counts["oracle"] == 3 and counts["experiments_table"] == 1
+    warmups = [line for line in result.stdout.splitlines() if " -m hiast warmup " in line]
+    copies = [line for line in warmups if "--copy-from" in line]
+    assert len(warmups) == 33 and len(copies) == 24
+    results = f"{tmp_path}/results"
+    line = next(w for w in warmups if f"--output {results}/synthetic_gta5_to_cityscapes@st_nt+seed1/warmup" in w)
+    assert f"--copy-from {results}/synthetic_gta5_to_cityscapes@seed1/warmup/model.pt" in line

@@ -29,3 +29,15 @@ def shard_outputs(w):
     if shards <= 1:
         return []
     return [f"{RESULTS}/{w.scenario}/round_{w.round}/shards/model_outputs_{k}.h5" for k in range(shards)]
+
+
+def shared_warmup(w):
+    """An ablation variant's warm-up is the same as an earlier run's: that run's weights, copied."""
+    source = SHARED_WARMUP.get(w.scenario)
+    return [f"{RESULTS}/{source}/warmup/model.pt"] if source else []
+
+
+def shared_manifest(w):
+    """A run's manifest of one side scans the same root as an earlier run's: that manifest, copied."""
+    source = SHARED_MANIFEST.get((w.scenario, w.side))
+    return [f"{RESULTS}/{source[0]}/manifests/{source[1]}.csv"] if source else []

@@ -22,12 +22,14 @@ rule generate_synthetic:
 rule manifest:
     input:
         synthetic_input,
+        shared=shared_manifest,
     output:
         f"{RESULTS}/{{scenario}}/manifests/{{side}}.csv",
     params:
         hiast=HIAST,
         data=lambda w: RESOLVED[w.scenario][w.side],
         splits=lambda w: hw.splits_of(RESOLVED[w.scenario][w.side]),
+        reuse=lambda w, input: f"--copy-from {input.shared} " if input.shared else "",
     log:
         f"{RESULTS}/{{scenario}}/logs/manifest_{{side}}.log",
     benchmark:
@@ -37,4 +39,4 @@ rule manifest:
         ENV
     shell:
         "{params.hiast} manifest {params.data[dataset]} {params.data[root]} {output} --splits {params.splits} "
-        "--workers {threads} > {log} 2>&1"
+        "{params.reuse}--workers {threads} > {log} 2>&1"

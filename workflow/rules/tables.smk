@@ -32,3 +32,46 @@ rule results_table:
         ENV
     shell:
         "{params.hiast} table {input} --output {output} > {log} 2>&1"
+
+
+rule oracle:
+    input:
+        target=f"{RESULTS}/{{scenario}}/manifests/target.csv",
+    output:
+        model=f"{RESULTS}/{{scenario}}/oracle/model.pt",
+        eval=f"{RESULTS}/{{scenario}}/oracle/eval.csv",
+    params:
+        hiast=HIAST,
+        cfg=lambda w: hw.stage_json(RESOLVED[w.scenario], "oracle"),
+        state=f"{RESULTS}/{{scenario}}/oracle/state",
+        launch=launch("warmup"),
+    log:
+        f"{RESULTS}/{{scenario}}/logs/oracle.log",
+    benchmark:
+        f"{RESULTS}/{{scenario}}/benchmarks/oracle.tsv"
+    threads: config.get("threads", 2)
+    resources:
+        gpu=1,
+    conda:
+        ENV
+    shell:
+        "{params.launch}{params.hiast} oracle --config {params.cfg:q} --manifest {input.target} "
+        "--output {output.model} --eval-output {output.eval} --state-dir {params.state} --threads {threads} "
+        "> {log} 2>&1"
+
+
+rule experiments_table:
+    input:
+        summaries=expand(f"{RESULTS}/{{scenario}}/summary.csv", scenario=list(SCENARIOS)),
+        oracles=expand(f"{RESULTS}/{{scenario}}/oracle/eval.csv", scenario=ORACLE_RUNS),
+    output:
+        f"{RESULTS}/experiments.md",
+    params:
+        hiast=HIAST,
+        oracles=" ".join(f"--oracle {name}={RESULTS}/{name}/oracle/eval.csv" for name in ORACLE_RUNS),
+    log:
+        f"{RESULTS}/logs/experiments_table.log",
+    conda:
+        ENV
+    shell:
+        "{params.hiast} experiments {input.summaries} {params.oracles} --output {output} > {log} 2>&1"

@@ -5,11 +5,13 @@ rule warmup:
     input:
         source=f"{RESULTS}/{{scenario}}/manifests/source.csv",
         target=f"{RESULTS}/{{scenario}}/manifests/target.csv",
+        shared=shared_warmup,
     output:
         model=f"{RESULTS}/{{scenario}}/warmup/model.pt",
     params:
         hiast=HIAST,
         cfg=lambda w: hw.stage_json(RESOLVED[w.scenario], "warmup"),
+        import_shared=lambda w, input: f"--copy-from {input.shared} " if input.shared else "",
         state=f"{RESULTS}/{{scenario}}/warmup/state",
         launch=launch("warmup"),
     log:
@@ -23,7 +25,7 @@ rule warmup:
         ENV
     shell:
         "{params.launch}{params.hiast} warmup --config {params.cfg:q} --source-manifest {input.source} "
-        "--target-manifest {input.target} --output {output.model} --state-dir {params.state} "
+        "--target-manifest {input.target} {params.import_shared}--output {output.model} --state-dir {params.state} "
         "--threads {threads} > {log} 2>&1"
 
 
