@@ -15,7 +15,7 @@ from hiast.config import ConfigError, build, load_yaml, merge, to_dict
 from hiast.scenario import Scenario
 
 COMMON = ("name", "seed", "label_space", "base_size", "device", "gpus", "synthetic", "model")
-STAGES = ("manifest", "warmup", "pseudo", "bank", "train", "eval")
+STAGES = ("manifest", "warmup", "pseudo", "bank", "train", "eval", "oracle")
 EVERY_ROUND = "every_round"  # smoke-preset key merged into each round
 
 
@@ -72,6 +72,9 @@ def stage_slice(resolved: dict, stage: str, round_number: int | None = None) -> 
         out["warmup"] = resolved["warmup"]
     elif stage == "eval":
         out["metrics"], out["evaluation"] = resolved["metrics"], resolved["evaluation"]
+    elif stage == "oracle":   # the warm-up's model and source-only budget, trained and evaluated on the target
+        out["warmup"] = {"source_only": resolved["warmup"]["source_only"]}
+        out["metrics"], out["evaluation"] = resolved["metrics"], resolved["evaluation"]
     else:
         rounds = resolved["rounds"]
         if round_number is None or not 1 <= round_number <= len(rounds):
@@ -111,10 +114,25 @@ def splits_of(data: dict) -> str:
 GPU_RULES = ("warmup", "pseudo_labels", "self_train", "eval")
 
 
+# Set by profiles/slurm when Snakemake reads it (see the profile): the run is meant for SLURM.
+PROFILE_ENV = "HIAST_PROFILE"
+
+
 def launcher_prefix(config: dict, rule: str, folder: str) -> str:
     """The start of a GPU-heavy rule's shell command: empty locally; `python -m hiast.launch ... --` with the
-    rule's SLURM resources when config `launcher` is "slurm" (submitit sends the command to the cluster)."""
-    if config.get("launcher", "local") != "slurm" or rule not in GPU_RULES:
+    rule's SLURM resources when config `launcher` is "slurm" (submitit sends the command to the cluster).
+
+    Under profiles/slurm the config must say `launcher: slurm`: a `--configfile` on the command line
+    replaces the profile's `configfiles` list, config/slurm.yaml included, and the run would silently stay
+    on this machine, so that is an error naming the fix."""
+    import os
+    launcher = config.get("launcher", "local")
+    if os.environ.get(PROFILE_ENV) == "slurm" and launcher != "slurm":
+        raise ConfigError(
+            f"the slurm profile is in use but the config says launcher: {launcher}, so rule {rule} would run "
+            "here: a --configfile given on the command line replaces the profile's configfiles, "
+            "config/slurm.yaml included; list it too, e.g. --configfile config/slurm.yaml config/smoke.yaml")
+    if launcher != "slurm" or rule not in GPU_RULES:
         return ""
     import shlex
     import sys
