@@ -78,3 +78,36 @@ def test_context_from_environment():
     assert (slurm.rank, slurm.world_size, slurm.local_rank, slurm.is_main) == (3, 4, 1, False)
     with pytest.raises(ValueError):
         IterationBatchSampler(8, 6, seed=0, rank=0, world_size=4)   # an indivisible global batch
+
+
+def test_spawn_runs_the_ranks_and_forwards_a_stop_signal(tmp_path):
+    """`python -m hiast.spawn --nproc 2 -- cmd`: each rank sees its RANK/WORLD_SIZE; a SIGUSR2 sent to the
+    spawner reaches both ranks, which exit 75 as a training stage does after saving; the spawner says 75."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from hiast import spawn
+    rank_script = tmp_path / "rank.py"
+    rank_script.write_text(
+        "import os, signal, sys\n"
+        "out, rank = sys.argv[1], os.environ['RANK']\n"
+        "signal.signal(signal.SIGUSR2, lambda *a: (open(f'{out}/stopped{rank}', 'w').close(), sys.exit(75)))\n"
+        "open(f\"{out}/rank{rank}of{os.environ['WORLD_SIZE']}\", 'w').close()\n"
+        "if len(sys.argv) > 2:\n"
+        "    signal.pause()\n")
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir(), second.mkdir()
+    command = [sys.executable, "-m", "hiast.spawn", "--nproc", "2", "--", sys.executable, str(rank_script)]
+    assert subprocess.run(command + [str(first)], timeout=60).returncode == 0
+    assert sorted(p.name for p in first.iterdir()) == ["rank0of2", "rank1of2"]
+    child = subprocess.Popen(command + [str(second), "wait"])
+    deadline = time.monotonic() + 60
+    while not all((second / f"rank{r}of2").exists() for r in range(2)):   # both ranks are running
+        assert time.monotonic() < deadline and child.poll() is None, "the ranks did not start"
+        time.sleep(0.05)
+    child.send_signal(signal.SIGUSR2)
+    assert child.wait(timeout=60) == spawn.INTERRUPTED
+    assert (second / "stopped0").is_file() and (second / "stopped1").is_file()
+    assert spawn.exit_status([0, 0]) == 0 and spawn.exit_status([0, 3]) == 3 and spawn.exit_status([75, -15]) == 75

@@ -176,3 +176,18 @@ def test_experiments_config_plans_shared_warmups_oracles_and_the_seed_table(tmp_
     results = f"{tmp_path}/results"
     line = next(w for w in warmups if f"--output {results}/synthetic_gta5_to_cityscapes@st_nt+seed1/warmup" in w)
     assert f"--copy-from {results}/synthetic_gta5_to_cityscapes@seed1/warmup/model.pt" in line
+
+
+def test_several_gpus_run_the_training_rules_through_the_spawner(tmp_path):
+    scenarios = tmp_path / "scenarios"
+    scenarios.mkdir()
+    data = yaml.safe_load((ROOT / "config" / "scenarios" / "gta5_to_cityscapes.yaml").read_text())
+    data["gpus"] = 2
+    data["warmup"]["source_only"]["batch_size"] = 8
+    (scenarios / "two.yaml").write_text(yaml.safe_dump(data))
+    result = run_snakemake("-n", "-p", "--config", "scenarios=[two]", f"scenario_dir={scenarios}",
+                           f"results={tmp_path}/results")
+    lines = [line for line in result.stdout.splitlines() if " -m hiast " in line]
+    spawned = [line.split(" -m hiast ")[1].split()[0] for line in lines if "-m hiast.spawn --nproc 2 -- " in line]
+    assert sorted(set(spawned)) == ["train", "warmup"]           # training stages only
+    assert not any("hiast.spawn" in line for line in lines if " -m hiast pseudo " in line or " -m hiast eval " in line)

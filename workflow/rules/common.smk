@@ -41,3 +41,9 @@ def shared_manifest(w):
     """A run's manifest of one side scans the same root as an earlier run's: that manifest, copied."""
     source = SHARED_MANIFEST.get((w.scenario, w.side))
     return [f"{RESULTS}/{source[0]}/manifests/{source[1]}.csv"] if source else []
+
+
+def spawn(w):
+    """Training on several GPUs (the scenario's `gpus`): one rank per GPU through hiast.spawn."""
+    gpus = RESOLVED[w.scenario]["gpus"]
+    return f"{sys.executable} -m hiast.spawn --nproc {gpus} -- " if gpus > 1 else ""

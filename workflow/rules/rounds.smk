@@ -87,6 +87,7 @@ rule self_train:
         cfg=lambda w: hw.stage_json(RESOLVED[w.scenario], "train", int(w.round)),
         state=f"{RESULTS}/{{scenario}}/round_{{round}}/state",
         launch=launch("self_train"),
+        spawn=spawn,
     log:
         f"{RESULTS}/{{scenario}}/logs/self_train_{{round}}.log",
     benchmark:
@@ -97,7 +98,7 @@ rule self_train:
     conda:
         ENV
     shell:
-        "{params.launch}{params.hiast} train --config {params.cfg:q} --round {wildcards.round} --init {input.init} "
+        "{params.launch}{params.spawn}{params.hiast} train --config {params.cfg:q} --round {wildcards.round} --init {input.init} "
         "--pseudo-labels {input.pseudo} --bank {input.bank} --manifest {input.target} "
         "--output {output.model} --teacher-output {output.teacher} --state-dir {params.state} "
         "--threads {threads} > {log} 2>&1"

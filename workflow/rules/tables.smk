@@ -45,6 +45,7 @@ rule oracle:
         cfg=lambda w: hw.stage_json(RESOLVED[w.scenario], "oracle"),
         state=f"{RESULTS}/{{scenario}}/oracle/state",
         launch=launch("warmup"),
+        spawn=spawn,
     log:
         f"{RESULTS}/{{scenario}}/logs/oracle.log",
     benchmark:
@@ -55,7 +56,7 @@ rule oracle:
     conda:
         ENV
     shell:
-        "{params.launch}{params.hiast} oracle --config {params.cfg:q} --manifest {input.target} "
+        "{params.launch}{params.spawn}{params.hiast} oracle --config {params.cfg:q} --manifest {input.target} "
         "--output {output.model} --eval-output {output.eval} --state-dir {params.state} --threads {threads} "
         "> {log} 2>&1"
 

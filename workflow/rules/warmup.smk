@@ -14,6 +14,7 @@ rule warmup:
         import_shared=lambda w, input: f"--copy-from {input.shared} " if input.shared else "",
         state=f"{RESULTS}/{{scenario}}/warmup/state",
         launch=launch("warmup"),
+        spawn=spawn,
     log:
         f"{RESULTS}/{{scenario}}/logs/warmup.log",
     benchmark:
@@ -24,7 +25,7 @@ rule warmup:
     conda:
         ENV
     shell:
-        "{params.launch}{params.hiast} warmup --config {params.cfg:q} --source-manifest {input.source} "
+        "{params.launch}{params.spawn}{params.hiast} warmup --config {params.cfg:q} --source-manifest {input.source} "
         "--target-manifest {input.target} {params.import_shared}--output {output.model} --state-dir {params.state} "
         "--threads {threads} > {log} 2>&1"
 
