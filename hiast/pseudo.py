@@ -245,7 +245,8 @@ def _kept_sums(conf: torch.Tensor, labels: torch.Tensor, num_classes: int) -> to
     """float64 [C]: sum of conf over the pixels labelled c. Deterministic: a bincount on the CPU, and per-class
     reductions on a GPU (whose bincount adds floats with atomics, in no fixed order)."""
     if conf.device.type == "cpu":
-        sums = torch.bincount(labels.to(torch.int32), weights=conf.to(torch.float64), minlength=IGNORE + 1)
+        index = labels if labels.dtype == torch.uint8 else labels.to(torch.int32)
+        sums = torch.bincount(index, weights=conf.to(torch.float64), minlength=IGNORE + 1)
         return sums[:num_classes]
     conf = conf.to(torch.float64)
     return torch.stack([torch.where(labels == c, conf, 0).sum() for c in range(num_classes)])
@@ -259,8 +260,9 @@ def image_class_pixel_counts(labels, num_classes: int) -> np.ndarray:
         if flat.numel() and (int(flat.min()) < 0 or int(flat.max()) > IGNORE):
             raise ValueError(f"labels must be class ids or {IGNORE}")
         flat = flat.to(torch.uint8)
-    image = torch.arange(flat.shape[0], device=flat.device, dtype=torch.int32)[:, None] * (IGNORE + 1)
-    counts = torch.bincount((image + flat).reshape(-1), minlength=flat.shape[0] * (IGNORE + 1))
+    # one bincount per image, straight on the uint8 labels (no widened copy)
+    counts = torch.stack([torch.bincount(row, minlength=IGNORE + 1) for row in flat]) if len(flat) else \
+        torch.zeros((0, IGNORE + 1), dtype=torch.int64, device=flat.device)
     counts = counts.reshape(flat.shape[0], IGNORE + 1)
     stray = counts[:, num_classes:IGNORE].sum(0).nonzero()
     if stray.numel():
