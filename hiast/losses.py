@@ -24,21 +24,24 @@ def _region_mean(per_pixel: torch.Tensor, mask: torch.Tensor, num_classes: int) 
     return total / (mask.sum() * num_classes).clamp(min=1)
 
 
-def kld_uniform(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """RAR smoothing on the pseudo-labelled region: sum_region sum_c -(1/C) log p_c / (C N)."""
+def kld_uniform(logits: torch.Tensor, mask: torch.Tensor, log_p: torch.Tensor | None = None) -> torch.Tensor:
+    """RAR smoothing on the pseudo-labelled region: sum_region sum_c -(1/C) log p_c / (C N).
+    `log_p`: log_softmax(logits, 1) when the caller has it already (the self-training step shares one)."""
     num_classes = logits.shape[1]
-    per_pixel = -F.log_softmax(logits, dim=1).sum(dim=1) / num_classes
+    log_p = F.log_softmax(logits, dim=1) if log_p is None else log_p
+    per_pixel = -log_p.sum(dim=1) / num_classes
     return _region_mean(per_pixel, mask, num_classes)
 
 
-def entropy(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def entropy(logits: torch.Tensor, mask: torch.Tensor, log_p: torch.Tensor | None = None) -> torch.Tensor:
     """RAR sharpening on the ignored region: sum_region sum_c -p_c log p_c / (C N)."""
-    log_p = F.log_softmax(logits, dim=1)
+    log_p = F.log_softmax(logits, dim=1) if log_p is None else log_p
     per_pixel = -(log_p.exp() * log_p).sum(dim=1)
     return _region_mean(per_pixel, mask, logits.shape[1])
 
 
-def soft_ce(logits: torch.Tensor, target_probs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def soft_ce(logits: torch.Tensor, target_probs: torch.Tensor, mask: torch.Tensor,
+            log_p: torch.Tensor | None = None) -> torch.Tensor:
     """Consistency: sum_region sum_c -q_c log p_c / (C N), q = target_probs [B, C, H, W].
 
     The divisor is exactly C * N; the official code divides by the number of non-zero entries of the
@@ -47,12 +50,16 @@ def soft_ce(logits: torch.Tensor, target_probs: torch.Tensor, mask: torch.Tensor
     """
     if target_probs.shape != logits.shape:
         raise ValueError(f"target shape {tuple(target_probs.shape)} != logits shape {tuple(logits.shape)}")
-    per_pixel = -(target_probs * F.log_softmax(logits, dim=1)).sum(dim=1)
+    log_p = F.log_softmax(logits, dim=1) if log_p is None else log_p
+    per_pixel = -(target_probs * log_p).sum(dim=1)
     return _region_mean(per_pixel, mask, logits.shape[1])
 
 
-def pseudo_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def pseudo_ce(logits: torch.Tensor, labels: torch.Tensor, log_p: torch.Tensor | None = None) -> torch.Tensor:
     """Cross-entropy averaged over the labelled pixels (label 255 ignored); 0 (with grad) if there are none."""
     labels = labels.to(device=logits.device, dtype=torch.int64)
-    total = F.cross_entropy(logits, labels, ignore_index=IGNORE, reduction="sum")
+    if log_p is None:
+        total = F.cross_entropy(logits, labels, ignore_index=IGNORE, reduction="sum")
+    else:
+        total = F.nll_loss(log_p, labels, ignore_index=IGNORE, reduction="sum")
     return total / (labels != IGNORE).sum().clamp(min=1)

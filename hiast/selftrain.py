@@ -122,18 +122,19 @@ def student_losses(student_logits: torch.Tensor, labels: torch.Tensor, teacher_p
     confident = labels != IGNORE
     terms = {}
     total = student_logits.sum() * 0.0
+    log_p = torch.nn.functional.log_softmax(student_logits, dim=1)   # one for every term (and its backward)
     if cfg.ce_weight:
-        terms["ce"] = losses.pseudo_ce(student_logits, labels)
+        terms["ce"] = losses.pseudo_ce(student_logits, labels, log_p)
         total = total + cfg.ce_weight * terms["ce"]
     if cfg.kld_weight:
-        terms["kld"] = losses.kld_uniform(student_logits, confident)
+        terms["kld"] = losses.kld_uniform(student_logits, confident, log_p)
         total = total + cfg.kld_weight * terms["kld"]
     if cfg.entropy_weight:
-        terms["entropy"] = losses.entropy(student_logits, ~confident)
+        terms["entropy"] = losses.entropy(student_logits, ~confident, log_p)
         total = total + cfg.entropy_weight * terms["entropy"]
     if cfg.consistency_weight and teacher_probs is not None:
         terms["consistency"] = losses.soft_ce(student_logits, teacher_probs,
-                                              region_mask(labels, cfg.consistency_region))
+                                              region_mask(labels, cfg.consistency_region), log_p)
         total = total + cfg.consistency_weight * terms["consistency"]
     return StepLosses(total, {k: float(v.detach()) for k, v in terms.items()})
 

@@ -104,3 +104,17 @@ def test_gradients_flow_only_from_region():
     losses.entropy(logits, mask).backward()
     grad = logits.grad.abs().sum(1)[0]
     assert grad[0, 0] > 0 and grad[0, 1] == 0 and grad[1, 0] == 0 and grad[1, 1] == 0
+
+
+def test_shared_log_softmax_gives_the_same_losses():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 5, 4, 6)
+    labels = torch.randint(0, 5, (2, 4, 6))
+    labels[0, 0] = 255
+    mask = labels != 255
+    q = torch.softmax(torch.randn(2, 5, 4, 6), 1)
+    log_p = torch.log_softmax(logits, 1)
+    torch.testing.assert_close(losses.pseudo_ce(logits, labels, log_p), losses.pseudo_ce(logits, labels))
+    assert torch.equal(losses.kld_uniform(logits, mask, log_p), losses.kld_uniform(logits, mask))
+    assert torch.equal(losses.entropy(logits, ~mask, log_p), losses.entropy(logits, ~mask))
+    assert torch.equal(losses.soft_ce(logits, q, ~mask, log_p), losses.soft_ce(logits, q, ~mask))
