@@ -431,7 +431,12 @@ def plot_pseudo_label_stats(table: pd.DataFrame, path: str | os.PathLike, title:
                        clip_on=False)
     handles.append(Line2D([], [], marker="^", linestyle="none", markerfacecolor="white", markeredgecolor="black",
                           markersize=6, label="hard class of that round (bars hatched)"))
-    ax_cov.set_yscale("log")
+    if (table.coverage.to_numpy(float) > 0).any():
+        ax_cov.set_yscale("log")
+    else:      # no pixel labelled in any round (e.g. a tiny warm-up): a log axis has nothing to show
+        ax_cov.set_ylim(0, 1)
+        ax_cov.text(0.5, 0.5, "no pixel pseudo-labelled in any round", ha="center", va="center",
+                    transform=ax_cov.transAxes, fontsize=9, color="0.3")
     ax_cov.set_ylabel("coverage (% of all pixels)", fontsize=8)
     ax_cov.grid(True, axis="y", alpha=0.3, which="both")
     ax_cov.legend(handles=handles, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.03),

@@ -156,6 +156,11 @@ def test_pseudo_label_figures_from_tiny_files(tmp_path):
     assert_png(report.examples_figure(2, rounds[1], manifest, masks, out / "examples_round_2.png"))
     assert_png(report.examples_figure(2, rounds[1], manifest, None, out / "no_masks.png", count=1))
 
+    # a warm-up too weak to label any pixel (the smoke preset): the figure is still drawn
+    empty = _pseudo_labels(tmp_path / "empty" / "pseudo_labels.h5", ids[:2], np.full((2, 2, 3), 255, np.uint8),
+                           np.full((3, 19), 0.9, np.float32))
+    assert_png(report.pseudo_label_figure([empty], banks[1:], manifest, out / "empty.png", out / "empty.csv"))
+
 
 def test_missing_files_are_named(tmp_path, capsys):
     missing = tmp_path / "results" / "summary.csv"
