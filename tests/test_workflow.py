@@ -156,7 +156,8 @@ def test_sharded_pseudo_labels_through_the_workflow_are_byte_identical(smoke_pro
     data = yaml.safe_load((ROOT / "config" / "scenarios" / "synthetic_gta5_to_cityscapes.yaml").read_text())
     data["rounds"][2].setdefault("pseudo", {})["shards"] = 2
     path.write_text(yaml.safe_dump(data))
-    counts = job_counts(run_snakemake(*args).stdout)
+    result = run_snakemake(*args)
+    counts = job_counts(result.stdout + result.stderr)
     assert counts["pseudo_shard"] == 2 and counts["pseudo_labels"] == 1 and "warmup" not in counts
     with h5py.File(results / "round_3" / "pseudo_labels.h5") as f:
         assert {name: f[name][()].tobytes() for name in ("labels", "thresholds")} == before
