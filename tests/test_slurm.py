@@ -177,6 +177,22 @@ def test_smoke_pipeline_sends_gpu_rules_to_slurm(slurm_project):
 
 
 @needs_slurm
+def test_slurm_results_equal_a_local_run(slurm_project, tmp_path_factory):
+    """The same smoke pipeline run here, with the same seed and thread count (1), gives the same numbers:
+    the cluster run's summary.csv is byte-identical to the local one's."""
+    work, _, _ = slurm_project
+    local = new_project(tmp_path_factory, "local_project")
+    (local / "config" / "local_ci.yaml").write_text(yaml.safe_dump({"threads": 1}))
+    code, out = run_bounded(SNAKEMAKE + [f"results/smoke/{SCENARIO}/summary.csv", "-s",
+                                         str(ROOT / "workflow" / "Snakefile"), "--cores", "2", "--configfile",
+                                         "config/smoke.yaml", "config/local_ci.yaml",
+                                         "--config", f"scenarios=[{SCENARIO}]"], cwd=local, timeout=480)
+    assert code == 0, f"local snakemake failed:\n{out[-6000:]}"
+    remote = (work / "results" / "smoke" / SCENARIO / "summary.csv").read_bytes()
+    assert (local / "results" / "smoke" / SCENARIO / "summary.csv").read_bytes() == remote
+
+
+@needs_slurm
 def test_training_job_saves_requeues_and_resumes(slurm_project):
     """Self-training round 1 (200 smoke iterations, no periodic state) through the launcher, stopped twice:
     SIGUSR2 as SLURM sends it before a time limit (submitit checkpoints and requeues the job itself), then
