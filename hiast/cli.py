@@ -76,6 +76,32 @@ def _cmd_bench_stage(args: argparse.Namespace) -> None:
     print(summary)
 
 
+def _cmd_bench_shards(args: argparse.Namespace) -> None:
+    import tempfile
+
+    from hiast import speed
+    with tempfile.TemporaryDirectory(prefix="hiast-bench-") as tmp:
+        r = speed.shard_speed(args.scenario, Path(tmp), args.model, args.shards, args.threads, args.max_images)
+    speed.write_json(r, args.output)
+    print(f"pseudo-labelling {r['images']} images: one process ({r['threads_one_process']} threads) "
+          f"{r['one_process_s']:.1f} s, one process ({r['threads_per_shard']} thread(s)) "
+          f"{r['one_process_same_threads_s']:.1f} s; {r['shards']} shards {r['shard_inference_s']:.1f} s + IAS pass "
+          f"{r['ias_pass_s']:.1f} s = {r['sharded_total_s']:.1f} s: speed-up {r['speedup_over_one_process']:.2f} "
+          f"({r['speedup_over_one_process_same_threads']:.2f} at equal threads per process); labels and "
+          f"thresholds byte-identical to one process at {r['threads_per_shard']} thread(s): "
+          f"{r['identical_to_one_process_same_threads']}")
+
+
+def _cmd_bench_runtime(args: argparse.Namespace) -> None:
+    from hiast import speed
+    from hiast.imageio import atomic_path
+    text = speed.runtime_markdown(speed.rule_runtimes(args.results))
+    if args.output is not None:
+        with atomic_path(args.output) as tmp:
+            tmp.write_text(text)
+    print(text, end="")
+
+
 def _cmd_bench_gpu(args: argparse.Namespace) -> None:
     import json
 
@@ -390,6 +416,29 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             stage.add_argument("--iterations", type=int, default=20)
         stage.set_defaults(func=_cmd_bench_stage)
+    shards = bench_sub.add_parser(
+        "shards", help="sharded pseudo-labelling (K processes, then the IAS pass) against one process",
+        description="Reads the scenario's target root (and --model, else a fresh model). Runs `hiast pseudo` as "
+                    "one process with --threads, as one process with the shards' thread count, and as --shards "
+                    "inference processes side by side then the sequential IAS pass; prints the wall times, the "
+                    "speed-up, and whether labels and thresholds are byte-identical. Work files go to a "
+                    "temporary folder; writes nothing but the optional JSON.")
+    shards.add_argument("--scenario", required=True, type=Path, help="config/scenarios/<name>.yaml")
+    shards.add_argument("--model", type=Path, help="weights to use (default: a freshly initialised model)")
+    shards.add_argument("--shards", type=int, default=2)
+    shards.add_argument("--threads", type=int, default=2, help="torch CPU threads of the one-process run; "
+                                                               "each shard gets threads // shards")
+    shards.add_argument("--max-images", type=int, default=0, help="use only the first N target images")
+    shards.add_argument("--output", type=Path, help="JSON to write (optional)")
+    shards.set_defaults(func=_cmd_bench_shards)
+    runtime = bench_sub.add_parser(
+        "runtime", help="wall time and peak memory per rule of a finished run (Snakemake's benchmark files)",
+        description="Reads RESULTS/benchmarks/*.tsv and RESULTS/<scenario>/benchmarks/*.tsv (written by the "
+                    "rules' `benchmark:` directives). Prints a markdown table per scenario and rule with the "
+                    "totals; writes it to --output if given.")
+    runtime.add_argument("--results", type=Path, default=Path("results"))
+    runtime.add_argument("--output", type=Path, help="markdown file to write (optional)")
+    runtime.set_defaults(func=_cmd_bench_runtime)
     gpu = bench_sub.add_parser(
         "gpu", help="cluster GPU: matmul rate, R101 training fp32 vs bf16+channels_last, pseudo-labelling",
         description="Reads nothing (random weights and inputs). On one CUDA GPU, in a few minutes: the card's "

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from hiast import pseudo
@@ -311,3 +312,118 @@ def train_step_speed(scenario, workdir: Path, model_path: Path | None = None, it
             "iterations": iterations, "device": device, "torch_threads": torch.get_num_threads(),
             "workers": cfg.workers, "iteration_s": whole, "bare_fwd_bwd_s": bare_s, "ratio": whole / bare_s,
             **parts, "machine": machine()}
+
+
+# --- sharded pseudo-labelling against one process ------------------------------------------------------------
+
+def _labels_and_thresholds(path: Path) -> tuple[bytes, bytes]:
+    import h5py
+    with h5py.File(path, "r") as f:
+        return f["labels"][...].tobytes(), f["thresholds"][...].tobytes()
+
+
+def shard_speed(scenario_path: Path, workdir: Path, model_path: Path | None = None, shards: int = 2,
+                threads: int = 2, max_images: int = 0) -> dict:
+    """The pseudo-labelling stage as one process against `shards` inference processes run side by side (one
+    torch thread each, as the cluster runs one shard per GPU) followed by the sequential IAS pass over their
+    stored outputs. Each variant is a real `hiast pseudo` command (start-up included). Reports wall times, the
+    speed-up over one process with `threads` threads, and whether `labels` and `thresholds` are byte-identical
+    to one process at the shards' thread count (CPU convolutions differ between thread counts)."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    from hiast import stages
+    from hiast.config import load_yaml
+    from hiast.scenario import load_scenario
+    data = load_yaml(scenario_path)
+    if max_images:
+        data.setdefault("target", {})["max_images"] = max_images
+    data.setdefault("name", Path(scenario_path).stem)
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    plain, sharded = workdir / "plain.yaml", workdir / "sharded.yaml"
+    plain.write_text(yaml.safe_dump(data))
+    for rnd in data["rounds"]:
+        rnd.setdefault("pseudo", {})["shards"] = shards
+    sharded.write_text(yaml.safe_dump(data))
+    scenario = load_scenario(plain)
+    manifest, model_path = _bench_setup(scenario, workdir, model_path)
+    threads_per_shard = max(1, threads // shards)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads_per_shard)}
+
+    def command(config: Path, output: Path, n_threads: int, *extra: str) -> list[str]:
+        return [sys.executable, "-m", "hiast", "pseudo", "--scenario", str(config), "--round", "1", "--model",
+                str(model_path), "--manifest", str(manifest), "--output", str(output), "--device", "cpu",
+                "--threads", str(n_threads), *extra]
+
+    def timed_run(commands: list[list[str]]) -> float:
+        begin = time.perf_counter()
+        running = [subprocess.Popen(c, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for c in commands]
+        for proc, cmd in zip(running, commands):
+            _, err = proc.communicate()
+            if proc.returncode != 0:
+                raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{err.decode()[-2000:]}")
+        return time.perf_counter() - begin
+
+    one_process = timed_run([command(plain, workdir / "one_process.h5", threads)])
+    reference = timed_run([command(plain, workdir / "one_process_same_threads.h5", threads_per_shard)])
+    outputs = [workdir / f"model_outputs_{k}.h5" for k in range(shards)]
+    inference = timed_run([command(sharded, outputs[k], threads_per_shard, "--shard", str(k))
+                           for k in range(shards)])
+    ias_pass = timed_run([command(sharded, workdir / "sharded.h5", threads_per_shard,
+                                  "--from-shards", *map(str, outputs))])
+    same_threads = _labels_and_thresholds(workdir / "one_process_same_threads.h5")
+    from_shards = _labels_and_thresholds(workdir / "sharded.h5")
+    two_threads = _labels_and_thresholds(workdir / "one_process.h5")
+    return {"benchmark": "pseudo_shards", "scenario": scenario.name,
+            "images": len(stages.target_train(scenario, manifest)),
+            "shards": shards, "threads_one_process": threads, "threads_per_shard": threads_per_shard,
+            "one_process_s": one_process, "one_process_same_threads_s": reference,
+            "shard_inference_s": inference, "ias_pass_s": ias_pass, "sharded_total_s": inference + ias_pass,
+            "speedup_over_one_process": one_process / (inference + ias_pass),
+            "speedup_over_one_process_same_threads": reference / (inference + ias_pass),
+            "identical_to_one_process_same_threads": same_threads == from_shards,
+            "identical_to_one_process": two_threads == from_shards, "machine": machine()}
+
+
+# --- the whole run, per rule (Snakemake's benchmark: files) ---------------------------------------------------
+
+def rule_runtimes(results: str | Path) -> pd.DataFrame:
+    """Every Snakemake `benchmark:` file under `results` (results/benchmarks/*.tsv for run-wide rules,
+    results/<scenario>/benchmarks/*.tsv) as one table: scenario ("" for run-wide), rule (the file's stem),
+    wall seconds, peak resident memory (MiB), CPU seconds. A file that does not parse is an error naming it."""
+    results = Path(results)
+    rows = []
+    for path in sorted(results.glob("benchmarks/*.tsv")) + sorted(results.glob("*/benchmarks/*.tsv")):
+        try:
+            table = pd.read_csv(path, sep="\t")
+            first = table.iloc[0]
+            row = {"scenario": "" if path.parent.parent == results else path.parent.parent.name,
+                   "rule": path.stem, "seconds": float(first["s"]),
+                   "max_rss_mib": float(pd.to_numeric(first["max_rss"], errors="coerce")),
+                   "cpu_seconds": float(pd.to_numeric(first.get("cpu_time", float("nan")), errors="coerce"))}
+        except (KeyError, IndexError, ValueError, pd.errors.ParserError) as err:
+            raise ValueError(f"{path}: not a Snakemake benchmark file (a tab-separated table with columns s, "
+                             f"max_rss, cpu_time and one row): {err}") from err
+        rows.append(row)
+    if not rows:
+        raise FileNotFoundError(f"{results}: no benchmarks/*.tsv files (run the pipeline first)")
+    return pd.DataFrame(rows)
+
+
+def runtime_markdown(table: pd.DataFrame) -> str:
+    """Per rule: wall time and peak memory in each scenario; the sum of wall times per scenario and overall,
+    and the largest peak memory."""
+    lines = ["| scenario | rule | wall (s) | peak RSS (MiB) | CPU (s) |", "|---|---|---|---|---|"]
+    for scenario, part in table.groupby("scenario", sort=True):
+        for row in part.itertuples():
+            lines.append(f"| {scenario or '(all)'} | {row.rule} | {row.seconds:.1f} | {row.max_rss_mib:.0f} | "
+                         f"{row.cpu_seconds:.1f} |")
+        lines.append(f"| {scenario or '(all)'} | **total** | **{part.seconds.sum():.1f}** | "
+                     f"{part.max_rss_mib.max():.0f} | {part.cpu_seconds.sum():.1f} |")
+    lines.append(f"| **all** | **total** | **{table.seconds.sum():.1f}** ({table.seconds.sum() / 60:.1f} min) | "
+                 f"**{table.max_rss_mib.max():.0f}** | {table.cpu_seconds.sum():.1f} |")
+    return "\n".join(lines) + "\n"

@@ -78,6 +78,11 @@ DEVICE = torch.device("cpu")
 
 
 def tiny_scenario(root, **overrides) -> Scenario:
+    return build(Scenario, tiny_scenario_data(root, **overrides))
+
+
+def tiny_scenario_data(root, **overrides) -> dict:
+    """The tiny scenario as the mapping a scenario YAML file holds."""
     data = {
         "name": "tiny", "seed": 0, "synthetic": True, "label_space": "cityscapes19", "metrics": ["mIoU-19"],
         "base_size": [64, 128],
@@ -90,4 +95,4 @@ def tiny_scenario(root, **overrides) -> Scenario:
                     "train": {"iterations": 4, "batch_size": 2, "lr": 1e-4, "checkpoint_every": 2}}],
     }
     data.update(overrides)
-    return build(Scenario, data)
+    return data

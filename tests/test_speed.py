@@ -50,3 +50,47 @@ def test_stage_benchmarks_run_on_the_tiny_benchmark(tiny_benchmark, tmp_path):
     assert train["iteration_s"] > 0 and train["bare_fwd_bwd_s"] > 0
     assert train["ratio"] == pytest.approx(train["iteration_s"] / train["bare_fwd_bwd_s"])
     assert {"data_loading_s", "teacher_forward_s", "ema_s", "full_objective_fwd_bwd_s"} <= set(train)
+
+
+def test_sharded_pseudo_labelling_benchmark_runs_real_commands_and_compares_bytes(tiny_benchmark, tmp_path):
+    import yaml
+    from fixtures import tiny_scenario_data
+    scenario_file = tmp_path / "tiny.yaml"
+    scenario_file.write_text(yaml.safe_dump(tiny_scenario_data(tiny_benchmark)))
+    result = speed.shard_speed(scenario_file, tmp_path / "work", shards=2, threads=2)
+    assert result["images"] == 8 and result["threads_per_shard"] == 1
+    assert result["identical_to_one_process_same_threads"] is True
+    assert result["sharded_total_s"] == pytest.approx(result["shard_inference_s"] + result["ias_pass_s"])
+    assert result["speedup_over_one_process"] == pytest.approx(result["one_process_s"] / result["sharded_total_s"])
+    assert sorted(p.name for p in (tmp_path / "work").glob("model_outputs_*.h5")) == ["model_outputs_0.h5",
+                                                                                      "model_outputs_1.h5"]
+
+
+def _benchmark_file(path, seconds, rss, cpu):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+                    f"{seconds}\t0:00:00\t{rss}\t1\t1\t1\t0\t0\t0\t{cpu}\n")
+
+
+def test_rule_runtimes_gathers_the_run_wide_and_per_scenario_benchmark_files(tmp_path):
+    _benchmark_file(tmp_path / "benchmarks" / "generate_synthetic.tsv", 100.0, 500.5, 190.0)
+    _benchmark_file(tmp_path / "a" / "benchmarks" / "warmup.tsv", 300.0, 1200.0, 590.0)
+    _benchmark_file(tmp_path / "a" / "benchmarks" / "self_train_1.tsv", 60.5, 900.0, 110.0)
+    _benchmark_file(tmp_path / "b" / "benchmarks" / "warmup.tsv", 200.0, 1500.0, 390.0)
+    table = speed.rule_runtimes(tmp_path)
+    assert sorted(zip(table.scenario, table.rule)) == [("", "generate_synthetic"), ("a", "self_train_1"),
+                                                       ("a", "warmup"), ("b", "warmup")]
+    assert table.seconds.sum() == pytest.approx(660.5)
+    text = speed.runtime_markdown(table)
+    assert "| a | **total** | **360.5** | 1200 | 700.0 |" in text
+    assert "| **all** | **total** | **660.5** (11.0 min) | **1500** | 1280.0 |" in text
+
+
+def test_rule_runtimes_names_a_broken_file_and_an_empty_results_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no benchmarks"):
+        speed.rule_runtimes(tmp_path)
+    bad = tmp_path / "a" / "benchmarks" / "warmup.tsv"
+    bad.parent.mkdir(parents=True)
+    bad.write_text("nothing useful\n")
+    with pytest.raises(ValueError, match="warmup.tsv: not a Snakemake benchmark file"):
+        speed.rule_runtimes(tmp_path)
