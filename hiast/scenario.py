@@ -16,6 +16,9 @@ from hiast.datasets import DATASETS, LABEL_SPACES
 
 BACKBONES = ("resnet101", "resnet50", "resnet18", "resnet18_full")
 NUM_CLASSES = {"cityscapes19": 19, "oxford9": 9}
+# The metric of a label space when a scenario names none (and in a stage's config slice, which leaves
+# `metrics` out so that editing them reruns only the evaluations).
+DEFAULT_METRICS = {"cityscapes19": ("mIoU-19",), "oxford9": ("mIoU-9",)}
 
 
 @dataclass(frozen=True)
@@ -157,7 +160,7 @@ class Scenario:
     name: str = "scenario"
     seed: int = 888
     label_space: str = field("cityscapes19", choices=LABEL_SPACES)
-    metrics: tuple[str, ...] = ("mIoU-19",)
+    metrics: tuple[str, ...] = ()               # empty: DEFAULT_METRICS of the label space
     base_size: tuple[int, int] = (1024, 2048)   # every image is resized to this first
     device: str = "auto"
     gpus: int = field(1, low=1)
@@ -169,6 +172,10 @@ class Scenario:
     warmup: WarmupConfig = field(default_factory=WarmupConfig)
     rounds: tuple[RoundConfig, ...] = (RoundConfig(), RoundConfig(), RoundConfig())
     evaluation: EvalConfig = field(default_factory=EvalConfig)
+
+    def __post_init__(self) -> None:
+        if not self.metrics:
+            object.__setattr__(self, "metrics", DEFAULT_METRICS.get(self.label_space, ("mIoU-19",)))
 
     def validate(self) -> None:
         for metric in self.metrics:

@@ -44,6 +44,19 @@ def test_stage_json_round_trips_to_the_scenario():
         hw.scenario_from_json("{")
 
 
+@pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "config" / "scenarios").glob("*.yaml")))
+def test_every_stage_slice_of_every_shipped_scenario_rebuilds(name):
+    # A slice leaves `metrics` out; an oxford9 scenario must still rebuild (its default metric is mIoU-9).
+    raw = resolved(name)
+    for stage in ("warmup", "eval", "oracle"):
+        scenario = hw.scenario_from_json(hw.stage_json(raw, stage))
+        assert scenario.label_space == raw["label_space"]
+    for r in range(1, len(raw["rounds"]) + 1):
+        for stage in ("pseudo", "bank", "train"):
+            scenario = hw.scenario_from_json(hw.stage_json(raw, stage, r))
+            assert scenario.metrics == {"cityscapes19": ("mIoU-19",), "oxford9": ("mIoU-9",)}[raw["label_space"]]
+
+
 def test_smoke_preset_maps_roots_and_every_round():
     smoke = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())["smoke"]
     real = resolved("gta5_to_cityscapes", smoke)
