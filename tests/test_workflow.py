@@ -178,15 +178,15 @@ def test_sharded_pseudo_labels_through_the_workflow_are_byte_identical(smoke_pro
 
 
 def test_experiments_config_plans_shared_warmups_oracles_and_the_seed_table(tmp_path):
-    """config/experiments.yaml: 33 runs, but one warm-up per scenario and seed is trained (3 x 3) and the 24
-    ablation/grid variants copy theirs; one oracle per scenario file; results/experiments.md."""
+    """config/experiments.yaml: 34 runs, but one warm-up per scenario and seed is trained (3 x 3) and the 25
+    ablation/grid/diagnosis variants copy theirs; one oracle per scenario file; results/experiments.md."""
     result = run_snakemake("-n", "-p", "--configfile", "config/config.yaml", "config/experiments.yaml",
                            "--config", f"results={tmp_path}/results")
     counts = job_counts(result.stdout)
-    assert counts["warmup"] == 33 and counts["oracle"] == 3 and counts["experiments_table"] == 1
+    assert counts["warmup"] == 34 and counts["oracle"] == 3 and counts["experiments_table"] == 1
     warmups = [line for line in result.stdout.splitlines() if " -m hiast warmup " in line]
     copies = [line for line in warmups if "--copy-from" in line]
-    assert len(warmups) == 33 and len(copies) == 24
+    assert len(warmups) == 34 and len(copies) == 25
     results = f"{tmp_path}/results"
     line = next(w for w in warmups if f"--output {results}/synthetic_gta5_to_cityscapes@st_nt+seed1/warmup" in w)
     assert f"--copy-from {results}/synthetic_gta5_to_cityscapes@seed1/warmup/model.pt" in line
