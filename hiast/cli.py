@@ -122,6 +122,25 @@ def _cmd_bench_learnability(args: argparse.Namespace) -> None:
           f"({'meets' if result['passes'] else 'misses'} the >=50 / <=0.70 bar)")
 
 
+def _cmd_bench_adabn(args: argparse.Namespace) -> None:
+    import torch
+    from hiast import adabn, engine
+    from hiast.scenario import load_scenario
+    torch.set_num_threads(args.threads)
+    scenario = load_scenario(args.scenario, {"seed": args.seed} if args.seed is not None else None)
+    models = {"warmup": args.run / "warmup" / "model.pt"}
+    for r in range(1, len(scenario.rounds) + 1):
+        for name, file in (("student", "model.pt"), ("teacher", "teacher.pt")):
+            models[f"round_{r}/{name}"] = args.run / f"round_{r}" / file
+    missing = [str(p) for p in models.values() if not p.is_file()]
+    if missing:
+        raise SystemExit(f"hiast bench adabn: {len(missing)} model(s) missing under {args.run}, e.g. {missing[0]}")
+    table = adabn.run(scenario, args.run / "manifests" / "target.csv", models, args.output,
+                      engine.device_of(args.device), images=args.images)
+    print(table[["model", *scenario.metrics]].to_string(index=False, float_format="%.1f"))
+    print(f"wrote {args.output}")
+
+
 def _stage_setup(args: argparse.Namespace):
     """The scenario slice a rule passed, torch threads, and the device."""
     import torch
@@ -180,7 +199,7 @@ def _cmd_train(args):
     from hiast import stages
     scenario, device = _stage_setup(args)
     stages.self_train(scenario, args.round, args.init, args.pseudo_labels, args.bank, args.manifest,
-                      args.output, args.teacher_output, args.state_dir, device)
+                      args.output, args.teacher_output, args.state_dir, device, source_manifest=args.source_manifest)
     print(f"wrote {args.output} and {args.teacher_output}")
 
 
@@ -324,7 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="one self-training round (student + EMA teacher)",
                        description="Reads the initial student weights, pseudo_labels.h5, instance_bank.h5 and "
-                                   "the target images. Writes the student and teacher weights; resumable state "
+                                   "the target images (and the source images with --source-manifest, read when "
+                                   "train.source_weight > 0). Writes the student and teacher weights; resumable state "
                                    "under --state-dir (saved on SIGTERM / SIGUSR2 and every few hundred "
                                    "iterations).")
     _add_stage_options(p)
@@ -336,6 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, type=Path)
     p.add_argument("--teacher-output", required=True, type=Path)
     p.add_argument("--state-dir", required=True, type=Path)
+    p.add_argument("--source-manifest", type=Path,
+                   help="manifests/source.csv; needed when the round's train.source_weight > 0")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("eval", help="evaluate models on the target val split -> eval.csv",
@@ -388,6 +410,20 @@ def build_parser() -> argparse.ArgumentParser:
     learn.add_argument("--device", default="auto")
     learn.add_argument("--seed", type=int, default=None, help="default: the scenario's seed")
     learn.set_defaults(func=_cmd_bench_learnability)
+    adabn_p = bench_sub.add_parser(
+        "adabn", help="each model of a run as saved and with BatchNorm statistics re-estimated on the target",
+        description="Reads a run folder (results/<scenario>: the warm-up and every round's student and teacher, "
+                    "manifests/target.csv) and the target images. Evaluates each model on target val as saved "
+                    "and after AdaBN (running statistics re-estimated on --images target train crops, no label, "
+                    "no training); writes one CSV (a row per model and variant).")
+    adabn_p.add_argument("--scenario", required=True, type=Path, help="config/scenarios/<name>.yaml")
+    adabn_p.add_argument("--run", required=True, type=Path, help="results/<scenario>[@<variant>]")
+    adabn_p.add_argument("--seed", type=int, default=None, help="the run's seed (default: the scenario's)")
+    adabn_p.add_argument("--images", type=int, default=400, help="target train images to estimate from")
+    adabn_p.add_argument("--threads", type=int, default=2)
+    adabn_p.add_argument("--device", default="auto")
+    adabn_p.add_argument("--output", required=True, type=Path, help="CSV to write")
+    adabn_p.set_defaults(func=_cmd_bench_adabn)
     ias = bench_sub.add_parser(
         "ias", help="the IAS step against the official way of computing it, same arrays, one run",
         description="Reads nothing (synthetic model outputs shaped like Cityscapes). Times one IAS step "

@@ -156,3 +156,28 @@ def progress(iterable, desc: str, total: int | None = None, **kwargs):
     return tqdm(iterable, desc=desc, total=total, dynamic_ncols=interactive, ascii=not interactive,
                 mininterval=0.5 if interactive else 30.0, disable=os.environ.get("HIAST_NO_PROGRESS") == "1",
                 file=sys.stderr if interactive else _LineWriter(sys.stderr), **kwargs)
+
+
+@torch.no_grad()
+def recalibrate_bn(model: torch.nn.Module, batches, device: torch.device) -> int:
+    """AdaBN (Li et al., 2016): re-estimate every BatchNorm's running mean and variance as the plain average
+    over `batches` (uint8 image tensors [B, 3, H, W]) of the batch statistics in train mode; weights are
+    untouched. Returns the number of images seen; the model is left in eval mode."""
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None           # cumulative moving average: every batch weighs the same
+    model.to(device).train()
+    seen = 0
+    try:
+        for images in batches:
+            model(to_input(images, device))
+            seen += len(images)
+    finally:
+        for m, momentum in zip(norms, saved):
+            m.momentum = momentum
+        model.eval()
+    if norms and not seen:
+        raise ValueError("recalibrate_bn: no images to estimate the BatchNorm statistics from")
+    return seen

@@ -132,6 +132,9 @@ class SelfTrainConfig:
     entropy_weight: float = field(1.0, low=0)   # RAR on the other pixels
     consistency_weight: float = field(0.5, low=0)
     consistency_region: str = field("ignored", choices=("ignored", "confident", "all"))
+    # Not in HIAST (its rounds read only the target): CE on a labelled source batch of the same size each
+    # iteration, weighted by this; 0 = the official recipe. Guards a from-scratch model against forgetting.
+    source_weight: float = field(0.0, low=0)
     ema_momentum: float = field(0.999, low=0, high=1)
     strong_view: bool = True                    # the student sees the CCA view for every loss
     workers: int = field(0, low=0)

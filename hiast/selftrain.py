@@ -23,7 +23,7 @@ from hiast import checkpoint, distributed, engine, losses
 from hiast.classes import IGNORE
 from hiast.datasets import SegmentationDataset, resize_nearest
 from hiast.model import param_groups
-from hiast.supervised import iteration_loader, lr_factor
+from hiast.supervised import iteration_loader, lr_factor, segmentation_ce
 from hiast.scenario import BankConfig, SelfTrainConfig
 from hiast.transforms import cca, ms
 
@@ -142,8 +142,11 @@ def student_losses(student_logits: torch.Tensor, labels: torch.Tensor, teacher_p
 def train_round(student: torch.nn.Module, data: PseudoLabelledTarget, cfg: SelfTrainConfig, device: torch.device,
                 seed: int, state_path: Path | None = None, desc: str = "self-training",
                 stop_after: int | None = None,
-                context: distributed.Context = distributed.SINGLE) -> tuple[torch.nn.Module, dict]:
+                context: distributed.Context = distributed.SINGLE,
+                source=None) -> tuple[torch.nn.Module, dict]:
     """Self-train `student` in place; returns (teacher, history). Resumes from `state_path` if it holds a state.
+    `source` (items of labelled, augmented source images, e.g. `supervised.Augmented`) is read only when
+    `cfg.source_weight > 0`: one source batch per iteration, its CE added as the term "source".
     With several processes (`context`), DDP averages the student's gradients (each rank holds the same
     teacher), and rank 0 saves the states.
 
@@ -172,8 +175,15 @@ def train_round(student: torch.nn.Module, data: PseudoLabelledTarget, cfg: SelfT
                                 teacher=teacher, optimizer=optimizer, scheduler=scheduler)
         distributed.barrier(context)
 
+    if cfg.source_weight and source is None:
+        raise ValueError("train.source_weight > 0 needs the labelled source images (--source-manifest)")
     net = distributed.wrap(student, context, device)
     loader = iteration_loader(data, cfg.batch_size, seed, start, cfg.iterations, cfg.workers, context)
+    if cfg.source_weight:
+        # its own seeded stream, so that the target batches are those of a run without it
+        source_batches = iteration_loader(source, cfg.batch_size, seed + 7919, start, cfg.iterations, cfg.workers,
+                                          context)
+        loader = (dict(batch, source=source_batch) for batch, source_batch in zip(loader, source_batches))
     last_good = start
     with checkpoint.StopFlag() as flag:
         for iteration, batch in zip(engine.progress(range(start, cfg.iterations), desc), loader):
@@ -186,6 +196,11 @@ def train_round(student: torch.nn.Module, data: PseudoLabelledTarget, cfg: SelfT
                     weak = engine.to_input(batch["weak"], device)
                     teacher_probs = engine.upsample(teacher(weak), labels.shape[-2:]).softmax(1)
             step = student_losses(logits, labels, teacher_probs, cfg)
+            if cfg.source_weight:
+                source_ce = segmentation_ce(net(engine.to_input(batch["source"]["image"], device)),
+                                            batch["source"]["label"].to(device))
+                step.terms["source"] = float(source_ce.detach())
+                step.total = step.total + cfg.source_weight * source_ce
             if distributed.any_rank(not torch.isfinite(step.total), context, device):
                 raise checkpoint.Diverged(f"{desc}: non-finite loss at iteration {iteration} "
                                f"(terms: {', '.join(f'{k}={v:.4g}' for k, v in step.terms.items())}); "

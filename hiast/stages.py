@@ -295,9 +295,17 @@ def instance_bank(scenario: Scenario, round_number: int, pseudo_path: Path, mani
 
 def self_train(scenario: Scenario, round_number: int, init: Path, pseudo_path: Path, bank_path: Path,
                manifest_path: Path, output: Path, teacher_output: Path, state_dir: Path,
-               device: torch.device) -> None:
+               device: torch.device, source_manifest: Path | None = None) -> None:
     from hiast.selftrain import PseudoLabelledTarget, train_round
+    from hiast.supervised import Augmented
     rnd = scenario.rounds[round_number - 1]
+    source = None
+    if rnd.train.source_weight:
+        if source_manifest is None:
+            raise ValueError(f"rounds[{round_number - 1}].train.source_weight = {rnd.train.source_weight} needs the "
+                             f"source manifest (--source-manifest)")
+        source_rows = prepare.split_rows(read_manifest(source_manifest), scenario.source, "train", scenario.seed)
+        source = Augmented(prepare.dataset(scenario, source_rows), scenario.crop_view("source"))
     rows = target_train(scenario, manifest_path)
     fingerprint = manifest_fingerprint(rows)
     labels_file = h5io.read_pseudo_labels(pseudo_path, expected_fingerprint=fingerprint, expected_count=len(rows))
@@ -312,7 +320,7 @@ def self_train(scenario: Scenario, round_number: int, init: Path, pseudo_path: P
     diskspace.require_free_space(output, diskspace.training_bytes(student, 10), f"self-training round {round_number}")
     teacher, _ = train_round(student, data, rnd.train, device, seed=scenario.seed * 1000 + round_number,
                              state_path=Path(state_dir) / "self_train.pt", desc=f"self-training round {round_number}",
-                             context=context)
+                             context=context, source=source)
     if not context.is_main:
         return
     save_weights(teacher, teacher_output)

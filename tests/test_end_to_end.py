@@ -172,3 +172,42 @@ def test_oracle_trains_on_target_labels_and_evaluates(tiny_run, tmp_path):
     assert (tmp_path / "oracle.pt").is_file() and not (tmp_path / "state").exists()
     back = pd.read_csv(tmp_path / "oracle_eval.csv")
     assert back["mIoU-19"].iloc[0] == pytest.approx(table["mIoU-19"].iloc[0], abs=1e-4)
+
+
+def test_source_term_through_the_stage(tiny_run, tmp_path):
+    """train.source_weight > 0 (not in the official recipe) adds a CE on labelled source batches: it needs the
+    source manifest, logs a "source" term, leaves the target batches as they were (same first-iteration CE
+    from the same start) and changes the weights; 0 reads no source."""
+    import dataclasses
+    from hiast.selftrain import PseudoLabelledTarget, train_round
+    from hiast.supervised import Augmented
+    scenario, out, _ = tiny_run
+    with_source = dataclasses.replace(scenario, rounds=(dataclasses.replace(
+        scenario.rounds[0], train=dataclasses.replace(scenario.rounds[0].train, iterations=3, source_weight=1.0)),))
+    with pytest.raises(ValueError, match=r"rounds\[0\].train.source_weight = 1.0 needs the source manifest"):
+        stages.self_train(with_source, 1, out / "warmup.pt", out / "pl.h5", out / "bank.h5", out / "target.csv",
+                          tmp_path / "s.pt", tmp_path / "t.pt", tmp_path / "state", DEVICE)
+    assert not (tmp_path / "s.pt").exists()
+
+    rows = stages.target_train(scenario, out / "target.csv")
+    source_rows = stages.prepare.split_rows(stages.read_manifest(out / "source.csv"), scenario.source, "train",
+                                            scenario.seed)
+    source = Augmented(stages.prepare.dataset(scenario, source_rows), scenario.crop_view("source"))
+    runs = {}
+    for weight in (0.0, 1.0):
+        data = PseudoLabelledTarget(stages.prepare.dataset(scenario, rows), h5io.read_pseudo_labels(out / "pl.h5"),
+                                    h5io.read_instance_bank(out / "bank.h5"), scenario.rounds[0].bank, scenario.scale)
+        student = stages.load_model(scenario, out / "warmup.pt")
+        cfg = dataclasses.replace(scenario.rounds[0].train, iterations=3, source_weight=weight)
+        _, history = train_round(student, data, cfg, DEVICE, seed=5, source=source if weight else None)
+        runs[weight] = (student.state_dict(), history)
+    assert "source" not in runs[0.0][1] and len(runs[1.0][1]["source"]) == 3
+    assert all(np.isfinite(runs[1.0][1]["source"]))
+    assert runs[1.0][1]["ce"][0] == pytest.approx(runs[0.0][1]["ce"][0], rel=1e-6)
+    assert runs[1.0][1]["loss"][0] == pytest.approx(runs[0.0][1]["loss"][0] + runs[1.0][1]["source"][0], rel=1e-5)
+    assert any(not torch.equal(runs[0.0][0][k], runs[1.0][0][k]) for k in runs[0.0][0])
+
+    stages.self_train(with_source, 1, out / "warmup.pt", out / "pl.h5", out / "bank.h5", out / "target.csv",
+                      tmp_path / "s.pt", tmp_path / "t.pt", tmp_path / "state", DEVICE,
+                      source_manifest=out / "source.csv")
+    assert (tmp_path / "s.pt").is_file() and (tmp_path / "t.pt").is_file()

@@ -23,6 +23,17 @@ def initial_student(w):
     return f"{RESULTS}/{w.scenario}/warmup/model.pt" if r == 1 else f"{RESULTS}/{w.scenario}/round_{r - 1}/model.pt"
 
 
+def round_source(w):
+    """The source manifest, only for a round whose train.source_weight > 0 (the official rounds read none)."""
+    if RESOLVED[w.scenario]["rounds"][int(w.round) - 1]["train"]["source_weight"]:
+        return [f"{RESULTS}/{w.scenario}/manifests/source.csv"]
+    return []
+
+
+def source_option(w, input):
+    return f"--source-manifest {input.source} " if input.source else ""
+
+
 def shard_outputs(w):
     """With the round's pseudo.shards = K > 1: the K inference shards' model outputs, else nothing."""
     shards = RESOLVED[w.scenario]["rounds"][int(w.round) - 1]["pseudo"]["shards"]

@@ -79,6 +79,7 @@ rule self_train:
         pseudo=f"{RESULTS}/{{scenario}}/round_{{round}}/pseudo_labels.h5",
         bank=f"{RESULTS}/{{scenario}}/round_{{round}}/instance_bank.h5",
         target=f"{RESULTS}/{{scenario}}/manifests/target.csv",
+        source=round_source,
     output:
         model=f"{RESULTS}/{{scenario}}/round_{{round}}/model.pt",
         teacher=f"{RESULTS}/{{scenario}}/round_{{round}}/teacher.pt",
@@ -88,6 +89,7 @@ rule self_train:
         state=f"{RESULTS}/{{scenario}}/round_{{round}}/state",
         launch=launch("self_train"),
         spawn=spawn,
+        source=source_option,
     log:
         f"{RESULTS}/{{scenario}}/logs/self_train_{{round}}.log",
     benchmark:
@@ -99,7 +101,7 @@ rule self_train:
         ENV
     shell:
         "{params.launch}{params.spawn}{params.hiast} train --config {params.cfg:q} --round {wildcards.round} --init {input.init} "
-        "--pseudo-labels {input.pseudo} --bank {input.bank} --manifest {input.target} "
+        "--pseudo-labels {input.pseudo} --bank {input.bank} --manifest {input.target} {params.source}"
         "--output {output.model} --teacher-output {output.teacher} --state-dir {params.state} "
         "--threads {threads} > {log} 2>&1"
 
