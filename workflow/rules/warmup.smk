@@ -19,7 +19,10 @@ rule warmup:
         f"{RESULTS}/{{scenario}}/logs/warmup.log",
     benchmark:
         f"{RESULTS}/{{scenario}}/benchmarks/warmup.tsv"
-    threads: config.get("threads", 2)
+    # The warm-ups are the longest jobs: started first, they run beside other scenarios' rounds instead of
+    # leaving a core idle at the end (default run: two 1-thread jobs at a time, three scenarios).
+    priority: 10
+    threads: config.get("threads", 1)
     resources:
         gpu=1,
     conda:
@@ -45,7 +48,7 @@ rule eval_warmup:
         f"{RESULTS}/{{scenario}}/logs/eval_warmup.log",
     benchmark:
         f"{RESULTS}/{{scenario}}/benchmarks/eval_warmup.tsv"
-    threads: config.get("threads", 2)
+    threads: config.get("threads", 1)
     resources:
         gpu=1,
     conda:
