@@ -34,6 +34,9 @@ rule manifest:
         f"{RESULTS}/{{scenario}}/logs/manifest_{{side}}.log",
     benchmark:
         f"{RESULTS}/{{scenario}}/benchmarks/manifest_{{side}}.tsv"
+    # Same priority as the warm-ups (warmup.smk): a priority does not reach a job's inputs, and a scenario
+    # whose manifests wait behind other scenarios' rounds starts its warm-up last, alone on one core.
+    priority: 10
     threads: 2
     conda:
         ENV

@@ -20,7 +20,8 @@ rule warmup:
     benchmark:
         f"{RESULTS}/{{scenario}}/benchmarks/warmup.tsv"
     # The warm-ups are the longest jobs: started first, they run beside other scenarios' rounds instead of
-    # leaving a core idle at the end (default run: two 1-thread jobs at a time, three scenarios).
+    # leaving a core idle at the end (default run: two 1-thread jobs at a time, three scenarios). Their
+    # manifests have the same priority (data.smk).
     priority: 10
     threads: config.get("threads", 1)
     resources:
