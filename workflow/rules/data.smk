@@ -35,9 +35,10 @@ rule manifest:
     benchmark:
         f"{RESULTS}/{{scenario}}/benchmarks/manifest_{{side}}.tsv"
     # Same priority as the warm-ups (warmup.smk): a priority does not reach a job's inputs, and a scenario
-    # whose manifests wait behind other scenarios' rounds starts its warm-up last, alone on one core.
+    # whose manifests wait behind other scenarios' rounds starts its warm-up last, alone on one core. The
+    # other jobs' thread count too: a 2-thread job never finds 2 free cores while 1-thread jobs keep one busy.
     priority: 10
-    threads: 2
+    threads: config.get("threads", 1)
     conda:
         ENV
     shell:
