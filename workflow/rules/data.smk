@@ -37,8 +37,8 @@ rule manifest:
     # Same priority as the warm-ups (warmup.smk): a priority does not reach a job's inputs, and a scenario
     # whose manifests wait behind other scenarios' rounds starts its warm-up last, alone on one core. The
     # other jobs' thread count too: a 2-thread job never finds 2 free cores while 1-thread jobs keep one busy.
-    priority: 10
-    threads: config.get("threads", 1)
+    priority: SETUP_PRIORITY
+    threads: JOB_THREADS
     conda:
         ENV
     shell:

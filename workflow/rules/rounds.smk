@@ -16,7 +16,7 @@ rule pseudo_shard:
         f"{RESULTS}/{{scenario}}/logs/pseudo_shard_{{round}}_{{shard}}.log",
     benchmark:
         f"{RESULTS}/{{scenario}}/benchmarks/pseudo_shard_{{round}}_{{shard}}.tsv"
-    threads: config.get("threads", 1)
+    threads: JOB_THREADS
     resources:
         gpu=1,
     conda:
@@ -42,7 +42,7 @@ rule pseudo_labels:
         f"{RESULTS}/{{scenario}}/logs/pseudo_labels_{{round}}.log",
     benchmark:
         f"{RESULTS}/{{scenario}}/benchmarks/pseudo_labels_{{round}}.tsv"
-    threads: config.get("threads", 1)
+    threads: JOB_THREADS
     resources:
         gpu=1,
     conda:
@@ -94,7 +94,7 @@ rule self_train:
         f"{RESULTS}/{{scenario}}/logs/self_train_{{round}}.log",
     benchmark:
         f"{RESULTS}/{{scenario}}/benchmarks/self_train_{{round}}.tsv"
-    threads: config.get("threads", 1)
+    threads: JOB_THREADS
     resources:
         gpu=1,
     conda:
@@ -122,7 +122,7 @@ rule eval_round:
         f"{RESULTS}/{{scenario}}/logs/eval_round_{{round}}.log",
     benchmark:
         f"{RESULTS}/{{scenario}}/benchmarks/eval_round_{{round}}.tsv"
-    threads: config.get("threads", 1)
+    threads: JOB_THREADS
     resources:
         gpu=1,
     conda:

@@ -50,7 +50,7 @@ rule oracle:
         f"{RESULTS}/{{scenario}}/logs/oracle.log",
     benchmark:
         f"{RESULTS}/{{scenario}}/benchmarks/oracle.tsv"
-    threads: config.get("threads", 1)
+    threads: JOB_THREADS
     resources:
         gpu=1,
     conda:

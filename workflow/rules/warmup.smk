@@ -22,8 +22,8 @@ rule warmup:
     # The warm-ups are the longest jobs: started first, they run beside other scenarios' rounds instead of
     # leaving a core idle at the end (default run: two 1-thread jobs at a time, three scenarios). Their
     # manifests have the same priority (data.smk).
-    priority: 10
-    threads: config.get("threads", 1)
+    priority: SETUP_PRIORITY
+    threads: JOB_THREADS
     resources:
         gpu=1,
     conda:
@@ -49,7 +49,7 @@ rule eval_warmup:
         f"{RESULTS}/{{scenario}}/logs/eval_warmup.log",
     benchmark:
         f"{RESULTS}/{{scenario}}/benchmarks/eval_warmup.tsv"
-    threads: config.get("threads", 1)
+    threads: JOB_THREADS
     resources:
         gpu=1,
     conda:
