@@ -67,8 +67,11 @@ def _cmd_bench_stage(args: argparse.Namespace) -> None:
                        f"img/s, ratio {result['ratio_stage_to_forward']:.2f}")
         else:
             result = speed.train_step_speed(scenario, Path(tmp), args.model, args.iterations, args.device)
-            summary = (f"self-training iteration {1000 * result['iteration_s']:.0f} ms, bare forward/backward "
-                       f"{1000 * result['bare_fwd_bwd_s']:.0f} ms, ratio {result['ratio']:.2f}; on their own: "
+            summary = (f"self-training iteration {1000 * result['iteration_s']:.0f} ms (serial "
+                       f"{1000 * result['iteration_serial_s']:.0f}, overlapped {1000 * result['iteration_overlap_s']:.0f}), "
+                       f"bare forward/backward {1000 * result['bare_fwd_bwd_s']:.0f} ms at {result['torch_threads']} "
+                       f"thread(s), ratio {result['ratio']:.2f} (serial {result['ratio_serial']:.2f}, overlapped "
+                       f"{result['ratio_overlap']:.2f}); on their own: "
                        f"loading {1000 * result['data_loading_s']:.0f} ms, teacher forward "
                        f"{1000 * result['teacher_forward_s']:.0f} ms, EMA {1000 * result['ema_s']:.1f} ms, "
                        f"full objective fwd/bwd {1000 * result['full_objective_fwd_bwd_s']:.0f} ms")

@@ -342,9 +342,19 @@ class SegmentationDataset(torch.utils.data.Dataset):
         else:
             labels = np.full((height, width), classes.IGNORE, dtype=np.uint8)
         if self.size is not None and (height, width) != tuple(self.size):
-            image = np.array(Image.fromarray(image).resize(self.size[::-1], Image.BILINEAR))
+            image = self._to_base_size(image)
             labels = resize_nearest(labels, *self.size)
         return image, labels
+
+    def load_image(self, index: int) -> np.ndarray:
+        """The image of `load` alone, for readers that must not touch (or pay for) the labels."""
+        image = read_rgb(self.manifest.image.iloc[index])
+        if self.size is not None and image.shape[:2] != tuple(self.size):
+            image = self._to_base_size(image)
+        return image
+
+    def _to_base_size(self, image: np.ndarray) -> np.ndarray:
+        return np.array(Image.fromarray(image).resize(self.size[::-1], Image.BILINEAR))
 
     def __getitem__(self, index: int) -> dict:
         from torchvision import tv_tensors
@@ -355,3 +365,19 @@ class SegmentationDataset(torch.utils.data.Dataset):
             image_t, label_t = self.transform(image_t, label_t)
         return {"image": image_t, "label": label_t, "index": index,
                 "image_id": self.manifest.image_id.iloc[index]}
+
+
+class ImagesOnly(torch.utils.data.Dataset):
+    """The images of a SegmentationDataset (no transform) as {"image": uint8 [3, H, W], "index"}: for the
+    target-side stages, which never read (or pay for decoding) the target's labels."""
+
+    def __init__(self, dataset: SegmentationDataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict:
+        image = self.dataset.load_image(index)
+        return {"image": torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1), "index": index}
+

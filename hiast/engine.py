@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import random
 import sys
+import threading
 from typing import Iterator
 
 import numpy as np
@@ -77,6 +79,54 @@ def forever(loader) -> Iterator[dict]:
     """Iterate a loader endlessly (a new shuffled epoch each pass)."""
     while True:
         yield from loader
+
+
+class _Failure:
+    def __init__(self, error: BaseException):
+        self.error = error
+
+
+def prefetched(iterable, depth: int = 2) -> Iterator:
+    """Iterate `iterable` in a background thread, up to `depth` items ahead, so that loading the next batch
+    overlaps the current step's compute. Items come in order, and an exception of the iterable is raised here.
+    Closing the generator (or leaving the loop early) stops the thread."""
+    if depth < 1:
+        raise ValueError(f"prefetch depth: expected >= 1, got {depth}")
+    items: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    end = object()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                items.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in iterable:
+                if not put(item):
+                    return
+            put(end)
+        except BaseException as error:   # handed to the consumer, which re-raises it
+            put(_Failure(error))
+
+    thread = threading.Thread(target=produce, name="hiast-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = items.get()
+            if item is end:
+                return
+            if isinstance(item, _Failure):
+                raise item.error
+            yield item
+    finally:
+        stop.set()
+        thread.join()
 
 
 def to_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:

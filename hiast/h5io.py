@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import numbers
 import os
+from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,7 @@ IGNORE_LABEL = 255
 COMPRESSION = "gzip"
 COMPRESSION_LEVEL = 1
 REGION_CHUNK_PIXELS = 1 << 16
+REGION_CACHE_BYTES = 256 << 20   # per process (each loader worker keeps its own)
 
 PSEUDO_LABEL_REQUIRED_ATTRS = ("policy", "alpha", "beta", "gamma", "num_classes", "class_mean_conf",
                                "manifest_fingerprint", "format_version", "complete")
@@ -804,9 +806,18 @@ class InstanceBank(_LazyH5):
     _file: Any = field(default=None, init=False, repr=False)
     _pid: int | None = field(default=None, init=False, repr=False)
     _row: dict = field(default_factory=dict, init=False, repr=False)
+    # decoded regions, most recently used last, up to REGION_CACHE_BYTES: self-training draws the same
+    # donors again and again, and each read decompresses whole chunks
+    _cache: OrderedDict = field(default_factory=OrderedDict, init=False, repr=False)
+    _cache_bytes: int = field(default=0, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._row = {int(i): d for d, i in enumerate(self.region_image_index.tolist())}
+
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()
+        state["_cache"], state["_cache_bytes"] = OrderedDict(), 0   # each process fills its own
+        return state
 
     @property
     def num_hard(self) -> int:
@@ -822,6 +833,10 @@ class InstanceBank(_LazyH5):
             d = self._row[int(image_index)]
         except KeyError:
             raise KeyError(f"{self.path}: image {image_index} is not a donor image") from None
+        cached = self._cache.get(d)
+        if cached is not None:
+            self._cache.move_to_end(d)
+            return cached[0].copy(), cached[1], cached[2]
         bbox = self.region_bbox[d].copy()
         h, w = int(bbox[2] - bbox[0]), int(bbox[3] - bbox[1])
         start = int(self.region_offset[d])
@@ -831,6 +846,14 @@ class InstanceBank(_LazyH5):
             labels = g["labels"][start:start + h * w].reshape(h, w)
         except OSError as exc:
             raise H5FormatError(f"{self.path}: cannot read region of image {image_index} ({exc})") from exc
+        rgb.flags.writeable = labels.flags.writeable = False   # shared by every later read of this donor
+        size = rgb.nbytes + labels.nbytes
+        if size <= REGION_CACHE_BYTES:
+            while self._cache and self._cache_bytes + size > REGION_CACHE_BYTES:
+                _, (_, old_rgb, old_labels) = self._cache.popitem(last=False)
+                self._cache_bytes -= old_rgb.nbytes + old_labels.nbytes
+            self._cache[d] = (bbox.copy(), rgb, labels)
+            self._cache_bytes += size
         return bbox, rgb, labels
 
     def _check_reopened(self, handle: h5py.File) -> None:

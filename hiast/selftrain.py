@@ -9,8 +9,10 @@ it by EMA (0.999) every iteration, buffers copied.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,7 +53,7 @@ class PseudoLabelledTarget:
         return len(self.images)
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        image, _ = self.images.load(index)
+        image = self.images.load_image(index)   # the target's own labels are never read
         labels = resize_nearest(self.pseudo.labels(index), *image.shape[:2])
         return image, labels
 
@@ -103,6 +105,12 @@ def ema_update(teacher: torch.nn.Module, student: torch.nn.Module, momentum: flo
     torch._foreach_add_(targets, [s.detach() for s in student.parameters()], alpha=1 - momentum)
     for t, s in zip(teacher.buffers(), student.buffers()):
         t.copy_(s)
+
+
+@torch.no_grad()
+def teacher_softmax(teacher: torch.nn.Module, weak: torch.Tensor, size, device: torch.device) -> torch.Tensor:
+    """The EMA teacher's class probabilities on the weak view (uint8 batch), upsampled to `size`."""
+    return engine.upsample(teacher(engine.to_input(weak, device)), size).softmax(1)
 
 
 def region_mask(labels: torch.Tensor, region: str) -> torch.Tensor:
@@ -185,16 +193,28 @@ def train_round(student: torch.nn.Module, data: PseudoLabelledTarget, cfg: SelfT
                                           context)
         loader = (dict(batch, source=source_batch) for batch, source_batch in zip(loader, source_batches))
     last_good = start
-    with checkpoint.StopFlag() as flag:
+    # cfg.overlap: the next batch loads in a background thread and the teacher's forward runs beside the
+    # student's (both need only the current weights), so the step's compute hides them; same numbers.
+    teacher_thread = ThreadPoolExecutor(1, thread_name_prefix="hiast-teacher") \
+        if cfg.overlap and cfg.consistency_weight else None
+    with contextlib.ExitStack() as cleanup:
+        if cfg.overlap:
+            loader = cleanup.enter_context(contextlib.closing(engine.prefetched(loader)))
+        if teacher_thread is not None:
+            cleanup.callback(teacher_thread.shutdown)
+        flag = cleanup.enter_context(checkpoint.StopFlag())
         for iteration, batch in zip(engine.progress(range(start, cfg.iterations), desc), loader):
             labels = batch["label"].to(device).long()
+            teacher_probs = teacher_future = None
+            if teacher_thread is not None:
+                teacher_future = teacher_thread.submit(teacher_softmax, teacher, batch["weak"], labels.shape[-2:],
+                                                       device)
             strong = engine.to_input(batch["strong"], device)
             logits = engine.upsample(net(strong), labels.shape[-2:])
-            teacher_probs = None
-            if cfg.consistency_weight:
-                with torch.no_grad():
-                    weak = engine.to_input(batch["weak"], device)
-                    teacher_probs = engine.upsample(teacher(weak), labels.shape[-2:]).softmax(1)
+            if teacher_future is not None:
+                teacher_probs = teacher_future.result()
+            elif cfg.consistency_weight:
+                teacher_probs = teacher_softmax(teacher, batch["weak"], labels.shape[-2:], device)
             step = student_losses(logits, labels, teacher_probs, cfg)
             if cfg.source_weight:
                 source_ce = segmentation_ce(net(engine.to_input(batch["source"]["image"], device)),

@@ -255,13 +255,16 @@ def train_step_speed(scenario, workdir: Path, model_path: Path | None = None, it
                                     h5io.read_instance_bank(bank_path), rnd.bank, scenario.scale,
                                     strong=cfg.strong_view, weak_view=scenario.crop_view("target"))
 
-    # the whole iteration, as the stage runs it
+    # the whole iteration, as the stage runs it: serial, and with train.overlap (same numbers)
     student = stages.load_model(scenario, model_path)
     train_round(student, target_data(), dataclasses.replace(cfg, iterations=2), dev, seed=1)   # warm-up
-    student = stages.load_model(scenario, model_path)
-    begin = time.perf_counter()
-    train_round(student, target_data(), cfg, dev, seed=1)
-    whole = (time.perf_counter() - begin) / iterations
+    whole_by_overlap = {}
+    for overlap in (False, True):
+        student = stages.load_model(scenario, model_path)
+        begin = time.perf_counter()
+        train_round(student, target_data(), dataclasses.replace(cfg, overlap=overlap), dev, seed=1)
+        whole_by_overlap[overlap] = (time.perf_counter() - begin) / iterations
+    whole = whole_by_overlap[cfg.overlap]
 
     # its parts, each on its own
     batches = []
@@ -310,7 +313,10 @@ def train_step_speed(scenario, workdir: Path, model_path: Path | None = None, it
              "full_objective_fwd_bwd_s": timed(with_losses)}
     return {"benchmark": "train_step", "scenario": scenario.name, "batch_size": cfg.batch_size,
             "iterations": iterations, "device": device, "torch_threads": torch.get_num_threads(),
-            "workers": cfg.workers, "iteration_s": whole, "bare_fwd_bwd_s": bare_s, "ratio": whole / bare_s,
+            "workers": cfg.workers, "overlap": cfg.overlap, "iteration_s": whole, "bare_fwd_bwd_s": bare_s,
+            "ratio": whole / bare_s, "iteration_serial_s": whole_by_overlap[False],
+            "iteration_overlap_s": whole_by_overlap[True], "ratio_serial": whole_by_overlap[False] / bare_s,
+            "ratio_overlap": whole_by_overlap[True] / bare_s,
             **parts, "machine": machine()}
 
 

@@ -16,7 +16,7 @@ import torch
 from hiast import bank as hpla
 from hiast import diskspace, distributed, engine, h5io, prepare, pseudo
 from hiast.classes import IGNORE
-from hiast.datasets import manifest_fingerprint, read_manifest, resize_nearest
+from hiast.datasets import ImagesOnly, manifest_fingerprint, read_manifest, resize_nearest
 from hiast.evaluation import evaluate_models, write_table
 from hiast.model import build_model, load_weights, save_weights
 from hiast.scenario import Scenario
@@ -130,7 +130,7 @@ def infer(model: torch.nn.Module, data, indices, input_size, device, images=None
 
 def _instance_images(data, groups, workers: int):
     """uint8 image batches, one per instance, decoded by `workers` loader processes ahead of the model."""
-    loader = torch.utils.data.DataLoader(data, batch_sampler=[[int(i) for i in g] for g in groups],
+    loader = torch.utils.data.DataLoader(ImagesOnly(data), batch_sampler=[[int(i) for i in g] for g in groups],
                                          num_workers=workers, collate_fn=engine.collate)
     for batch in loader:
         yield batch["image"]
@@ -273,7 +273,7 @@ def instance_bank(scenario: Scenario, round_number: int, pseudo_path: Path, mani
     diskspace.require_free_space(output, int(hard_pixels * upscale * 4 * 2) + (1 << 20),
                                  f"instance bank round {round_number}")
     for index in engine.progress(donor_images, "bank regions"):
-        image, _ = data.load(index)
+        image = data.load_image(index)
         labels = resize_nearest(labels_file.labels(index), *image.shape[:2])
         keep = np.isin(labels, hard_list)
         rows_any, cols_any = np.flatnonzero(keep.any(1)), np.flatnonzero(keep.any(0))

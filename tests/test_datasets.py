@@ -165,6 +165,28 @@ def test_dataset_items_are_tensors(tmp_path):
     assert (item["label"].numpy() == tile(GTA5_TRAIN, 2)).all()
 
 
+@pytest.mark.parametrize("size", [None, (4, 6)])
+def test_images_only_never_reads_the_labels(tmp_path, size):
+    """load_image / ImagesOnly give load()'s and __getitem__'s image bit for bit (resized to the base size
+    or not), and still work when every label file is gone: the target-side stages never decode them."""
+    import torch
+    manifest = build_manifest("gta5", write_gta5(tmp_path / "GTA5"))
+    data = datasets.SegmentationDataset(manifest, size=size)
+    expected = [data.load(i)[0] for i in range(len(data))]
+    items = [data[i]["image"] for i in range(len(data))]
+    for label in manifest.label:
+        os.remove(label)
+    images = datasets.ImagesOnly(data)
+    assert len(images) == len(data)
+    for i in range(len(data)):
+        assert np.array_equal(data.load_image(i), expected[i])
+        item = images[i]
+        assert item["index"] == i and item["image"].dtype == torch.uint8
+        assert torch.equal(item["image"], items[i].as_subclass(torch.Tensor))
+    with pytest.raises(imageio.ImageReadError):   # the labels are really gone
+        data.load(0)
+
+
 def test_cli_manifest(tmp_path, capsys):
     from hiast.cli import main
     root = write_gta5(tmp_path / "GTA5")

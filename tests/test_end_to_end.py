@@ -88,6 +88,64 @@ def test_loader_workers_do_not_change_the_result(tiny_run):
         assert torch.equal(weights[0][key], weights[1][key]), key
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_overlap_does_not_change_the_result(tiny_run, threads):
+    """train.overlap (next batch loaded in a thread, teacher forward beside the student's) gives the serial
+    loop's weights, teacher and loss history bit for bit, at one and at two torch threads."""
+    import dataclasses
+    from hiast.selftrain import PseudoLabelledTarget, train_round
+    scenario, out, _ = tiny_run
+    rows = stages.target_train(scenario, out / "target.csv")
+    cfg = scenario.rounds[0]
+    assert cfg.train.consistency_weight > 0   # else the teacher thread is not exercised
+    runs = []
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for overlap in (False, True):
+            data = PseudoLabelledTarget(stages.prepare.dataset(scenario, rows), h5io.read_pseudo_labels(out / "pl.h5"),
+                                        h5io.read_instance_bank(out / "bank.h5"), cfg.bank, scenario.scale)
+            student = stages.load_model(scenario, out / "warmup.pt")
+            teacher, history = train_round(student, data, dataclasses.replace(cfg.train, iterations=3, overlap=overlap),
+                                           DEVICE, seed=3)
+            runs.append((student.state_dict(), teacher.state_dict(), history))
+    finally:
+        torch.set_num_threads(previous)
+    (student_a, teacher_a, history_a), (student_b, teacher_b, history_b) = runs
+    for key in student_a:
+        assert torch.equal(student_a[key], student_b[key]), key
+        assert torch.equal(teacher_a[key], teacher_b[key]), key
+    assert history_a == history_b and len(history_a["loss"]) == 3
+
+
+def test_overlap_interrupted_then_resumed_matches_serial(tiny_run, tmp_path):
+    """An overlapped run stopped at iteration 1 (the prefetch thread and the teacher thread are shut down
+    mid-stream) resumes to the uninterrupted serial run's weights."""
+    import dataclasses
+    import threading
+    from hiast.selftrain import PseudoLabelledTarget, train_round
+    scenario, out, _ = tiny_run
+    rows = stages.target_train(scenario, out / "target.csv")
+    cfg = scenario.rounds[0]
+
+    def run(overlap, stop_after=None, state=None):
+        data = PseudoLabelledTarget(stages.prepare.dataset(scenario, rows), h5io.read_pseudo_labels(out / "pl.h5"),
+                                    h5io.read_instance_bank(out / "bank.h5"), cfg.bank, scenario.scale)
+        student = stages.load_model(scenario, out / "warmup.pt")
+        train_round(student, data, dataclasses.replace(cfg.train, iterations=3, overlap=overlap), DEVICE, seed=4,
+                    state_path=state, stop_after=stop_after)
+        return student.state_dict()
+
+    serial = run(False)
+    state = tmp_path / "state.pt"
+    with pytest.raises(Interrupted):
+        run(True, stop_after=1, state=state)
+    assert not [t for t in threading.enumerate() if t.name.startswith(("hiast-prefetch", "hiast-teacher"))]
+    resumed = run(True, state=state)
+    for key in serial:
+        assert torch.equal(serial[key], resumed[key]), key
+
+
 @pytest.mark.parametrize("policy, extra", [("NT", {}), ("CT", {"ct_threshold": 0.5}), ("CBST", {"cbst_p": 0.5})])
 def test_other_policies_through_the_stage(tiny_run, policy, extra):
     """NT keeps every argmax; CT one constant threshold; CBST one threshold per class for the whole round

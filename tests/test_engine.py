@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 from torch import nn
 
@@ -77,3 +78,44 @@ def test_evaluate_counts_every_pixel_of_the_split():
     # SizeLogits predicts class 0 everywhere: class-1 pixels are confused with 0, ignored pixels are not counted
     confusion = engine.evaluate(SizeLogits(), Items(), 2, torch.device("cpu"), batch_size=2)
     assert confusion.tolist() == [[3 * 11, 0], [3 * 12, 0]]
+
+
+# --- prefetched: a background thread loads ahead ---------------------------------------------------------------
+
+def test_prefetched_yields_every_item_in_order():
+    assert list(engine.prefetched(iter(range(50)), depth=3)) == list(range(50))
+    assert list(engine.prefetched([], depth=1)) == []
+
+
+def test_prefetched_reraises_the_iterables_error_after_the_items_before_it():
+    def failing():
+        yield 1
+        yield 2
+        raise KeyError("image 7 is not a donor image")
+
+    got = []
+    with pytest.raises(KeyError, match="image 7"):
+        for item in engine.prefetched(failing()):
+            got.append(item)
+    assert got == [1, 2]
+
+
+def test_prefetched_closed_early_stops_its_thread_and_reads_at_most_depth_ahead():
+    import threading
+    pulled = []
+
+    def endless():
+        k = 0
+        while True:
+            pulled.append(k)
+            yield k
+            k += 1
+
+    stream = engine.prefetched(endless(), depth=2)
+    assert [next(stream) for _ in range(3)] == [0, 1, 2]
+    stream.close()
+    assert not [t for t in threading.enumerate() if t.name == "hiast-prefetch"]
+    # 3 consumed, at most 2 waiting in the queue, at most 1 held by the blocked producer
+    assert 3 <= len(pulled) <= 6
+    with pytest.raises(ValueError, match="depth"):
+        next(engine.prefetched([1], depth=0))

@@ -248,6 +248,41 @@ def test_instance_bank_round_trip(tmp_path):
         assert f["donors/4/bbox"].dtype == np.int32
 
 
+def test_instance_bank_region_cache_is_bounded_read_only_and_not_pickled(tmp_path, monkeypatch):
+    """A second read of a donor comes from memory (the file closed and deleted, it still answers), equal to
+    the stored region and read-only; the cache keeps to REGION_CACHE_BYTES, dropping the least recently used
+    region first; a pickled copy (a loader worker) starts empty and reads the file."""
+    from hiast import h5io
+    path = tmp_path / "instance_bank.h5"
+    hard, conf, prob, donors, regions, attrs = _bank_inputs()
+    write_instance_bank(path, hard, conf, prob, donors, regions, attrs)
+    # region bytes (rgb + labels = 4 per pixel): image 3 is 5x7 (140), 7 is 16x5 (320), 9 is 4x8 (128)
+    monkeypatch.setattr(h5io, "REGION_CACHE_BYTES", 140 + 128)
+    bank = read_instance_bank(path)
+    first = bank.region(3)
+    with pytest.raises(ValueError):
+        first[1][0, 0, 0] = 1                      # shared with later reads: not writable
+    first[0][0] = -1                               # the bbox is the caller's own copy
+    bank.region(7)                                 # 320 bytes: larger than the cache, not kept
+    bank.region(9)
+    assert list(bank._cache) == [0, 2] and bank._cache_bytes == 140 + 128
+    clone = pickle.loads(pickle.dumps(bank))
+    assert not clone._cache and clone._cache_bytes == 0
+    bank.region(3)                                 # 3 becomes the most recent
+    assert list(bank._cache) == [2, 0]
+    bank.close()
+    path.unlink()
+    for image in (3, 9):
+        bbox, rgb, lab = bank.region(image)
+        np.testing.assert_array_equal(bbox, regions[image][0])
+        np.testing.assert_array_equal(rgb, regions[image][1])
+        np.testing.assert_array_equal(lab, regions[image][2])
+    with pytest.raises(H5FormatError):
+        bank.region(7)                             # not cached: needs the (deleted) file
+    with pytest.raises(H5FormatError):
+        clone.region(9)
+
+
 def test_instance_bank_no_hard_classes(tmp_path):
     path = tmp_path / "instance_bank.h5"
     *_, attrs = _bank_inputs()

@@ -49,6 +49,8 @@ def test_stage_benchmarks_run_on_the_tiny_benchmark(tiny_benchmark, tmp_path):
     train = speed.train_step_speed(scenario, tmp_path / "t", iterations=2)
     assert train["iteration_s"] > 0 and train["bare_fwd_bwd_s"] > 0
     assert train["ratio"] == pytest.approx(train["iteration_s"] / train["bare_fwd_bwd_s"])
+    assert train["ratio_overlap"] == pytest.approx(train["iteration_overlap_s"] / train["bare_fwd_bwd_s"])
+    assert train["iteration_s"] == train["iteration_serial_s" if not train["overlap"] else "iteration_overlap_s"]
     assert {"data_loading_s", "teacher_forward_s", "ema_s", "full_objective_fwd_bwd_s"} <= set(train)
 
 
