@@ -138,9 +138,10 @@ class SelfTrainConfig:
     ema_momentum: float = field(0.999, low=0, high=1)
     strong_view: bool = True                    # the student sees the CCA view for every loss
     workers: int = field(0, low=0)
-    # Execution only (the numbers do not change): load the next batch in a background thread and run the
-    # teacher's forward beside the student's; pays off on CPU when torch's threads leave a core free.
-    overlap: bool = False
+    # Execution only (the numbers do not change, bit for bit): load the next batch in a background thread
+    # and run the teacher's forward beside the student's. Not in the official code. On CPU at 1 torch thread
+    # it hides both behind the student's step (BENCHMARKS.md); false = the plain serial loop.
+    overlap: bool = True
     log_every: int = field(100, low=0)
     checkpoint_every: int = field(500, low=0)
 
