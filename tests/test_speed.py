@@ -51,7 +51,12 @@ def test_stage_benchmarks_run_on_the_tiny_benchmark(tiny_benchmark, tmp_path):
     assert train["ratio"] == pytest.approx(train["iteration_s"] / train["bare_fwd_bwd_s"])
     assert train["ratio_overlap"] == pytest.approx(train["iteration_overlap_s"] / train["bare_fwd_bwd_s"])
     assert train["iteration_s"] == train["iteration_serial_s" if not train["overlap"] else "iteration_overlap_s"]
-    assert {"data_loading_s", "teacher_forward_s", "ema_s", "full_objective_fwd_bwd_s"} <= set(train)
+    assert {"data_loading_s", "teacher_forward_s", "ema_s", "full_objective_fwd_bwd_s", "student_objective_s"} <= set(train)
+    profile = train["profile_objective_minus_bare_ms"]
+    assert profile and {"op", "ms", "ms_in_step"} <= set(profile[0])
+    # the objective's extra terms show up as operators the bare CE step does not run
+    assert any(row["op"] in ("aten::_log_softmax", "aten::exp", "aten::nll_loss2d_forward", "aten::mul", "aten::sum")
+               for row in profile)
 
 
 def test_sharded_pseudo_labelling_benchmark_runs_real_commands_and_compares_bytes(tiny_benchmark, tmp_path):
