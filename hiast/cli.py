@@ -66,7 +66,8 @@ def _cmd_bench_stage(args: argparse.Namespace) -> None:
                        f"{result['stage_images_per_s']:.1f} img/s, pure forward {result['forward_images_per_s']:.1f} "
                        f"img/s, ratio {result['ratio_stage_to_forward']:.2f}")
         else:
-            result = speed.train_step_speed(scenario, Path(tmp), args.model, args.iterations, args.device)
+            result = speed.train_step_speed(scenario, Path(tmp), args.model, args.iterations, args.device,
+                                            args.repeats)
             summary = (f"self-training iteration {1000 * result['iteration_s']:.0f} ms (serial "
                        f"{1000 * result['iteration_serial_s']:.0f}, overlapped {1000 * result['iteration_overlap_s']:.0f}), "
                        f"bare forward/backward {1000 * result['bare_fwd_bwd_s']:.0f} ms at {result['torch_threads']} "
@@ -457,6 +458,8 @@ def build_parser() -> argparse.ArgumentParser:
             stage.add_argument("--max-images", type=int, default=0, help="use only the first N target images")
         else:
             stage.add_argument("--iterations", type=int, default=20)
+            stage.add_argument("--repeats", type=int, default=3,
+                               help="alternate the whole-iteration and bare timings this many times; medians")
         stage.set_defaults(func=_cmd_bench_stage)
     shards = bench_sub.add_parser(
         "shards", help="sharded pseudo-labelling (K processes, then the IAS pass) against one process",

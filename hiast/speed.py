@@ -233,7 +233,7 @@ def pseudo_stage_speed(scenario, workdir: Path, model_path: Path | None = None, 
 # --- a self-training iteration against a bare forward/backward -----------------------------------------------
 
 def train_step_speed(scenario, workdir: Path, model_path: Path | None = None, iterations: int = 20,
-                     device: str = "cpu") -> dict:
+                     device: str = "cpu", repeats: int = 3) -> dict:
     """One self-training iteration (loading with copy-paste and CCA, teacher forward, student forward/backward,
     EMA) over a bare student forward/backward on tensors already in memory, and where the difference goes."""
     import dataclasses
@@ -255,18 +255,7 @@ def train_step_speed(scenario, workdir: Path, model_path: Path | None = None, it
                                     h5io.read_instance_bank(bank_path), rnd.bank, scenario.scale,
                                     strong=cfg.strong_view, weak_view=scenario.crop_view("target"))
 
-    # the whole iteration, as the stage runs it: serial, and with train.overlap (same numbers)
-    student = stages.load_model(scenario, model_path)
-    train_round(student, target_data(), dataclasses.replace(cfg, iterations=2), dev, seed=1)   # warm-up
-    whole_by_overlap = {}
-    for overlap in (False, True):
-        student = stages.load_model(scenario, model_path)
-        begin = time.perf_counter()
-        train_round(student, target_data(), dataclasses.replace(cfg, overlap=overlap), dev, seed=1)
-        whole_by_overlap[overlap] = (time.perf_counter() - begin) / iterations
-    whole = whole_by_overlap[cfg.overlap]
-
-    # its parts, each on its own
+    # the parts' inputs first, so that the measurements below can alternate
     batches = []
     begin = time.perf_counter()
     for batch in iteration_loader(target_data(), cfg.batch_size, 1, 0, iterations, cfg.workers):
@@ -278,6 +267,13 @@ def train_step_speed(scenario, workdir: Path, model_path: Path | None = None, it
     strong = [engine.to_input(b["strong"], dev) for b in batches]
     weak = [engine.to_input(b["weak"], dev) for b in batches]
     labels = [b["label"].to(dev).long() for b in batches]
+
+    def whole_iteration(overlap: bool) -> float:
+        """The whole iteration, as the stage runs it (fresh model, same batches each time)."""
+        fresh = stages.load_model(scenario, model_path)
+        begin = time.perf_counter()
+        train_round(fresh, target_data(), dataclasses.replace(cfg, overlap=overlap), dev, seed=1)
+        return (time.perf_counter() - begin) / iterations
 
     def timed(fn) -> float:
         fn(0)                                   # warm-up
@@ -320,18 +316,28 @@ def train_step_speed(scenario, workdir: Path, model_path: Path | None = None, it
         step.total.backward()
         optimizer.step()
 
-    bare_s = timed(bare)
+    # a noisy machine: the four main timings alternate, `repeats` times, and the medians are reported
+    train_round(stages.load_model(scenario, model_path), target_data(), dataclasses.replace(cfg, iterations=2), dev,
+                seed=1)                                                   # warm-up
+    samples: dict[str, list[float]] = {"serial": [], "overlap": [], "bare": [], "student_objective": []}
+    for _ in range(repeats):
+        samples["serial"].append(whole_iteration(False))
+        samples["overlap"].append(whole_iteration(True))
+        samples["bare"].append(timed(bare))
+        samples["student_objective"].append(timed(student_objective))
+    median = {key: statistics.median(values) for key, values in samples.items()}
+    whole = median["overlap" if cfg.overlap else "serial"]
     parts = {"data_loading_s": loading, "teacher_forward_s": timed(teacher_forward),
              "ema_s": timed(lambda k: ema_update(teacher, student, cfg.ema_momentum)),
-             "full_objective_fwd_bwd_s": timed(with_losses), "student_objective_s": timed(student_objective),
+             "full_objective_fwd_bwd_s": timed(with_losses), "student_objective_s": median["student_objective"],
              "profile_objective_minus_bare_ms": _profile_difference(student_objective, bare, min(iterations, 5))}
     return {"benchmark": "train_step", "scenario": scenario.name, "batch_size": cfg.batch_size,
-            "iterations": iterations, "device": device, "torch_threads": torch.get_num_threads(),
-            "workers": cfg.workers, "overlap": cfg.overlap, "iteration_s": whole, "bare_fwd_bwd_s": bare_s,
-            "ratio": whole / bare_s, "iteration_serial_s": whole_by_overlap[False],
-            "iteration_overlap_s": whole_by_overlap[True], "ratio_serial": whole_by_overlap[False] / bare_s,
-            "ratio_overlap": whole_by_overlap[True] / bare_s,
-            **parts, "machine": machine()}
+            "iterations": iterations, "repeats": repeats, "device": device, "torch_threads": torch.get_num_threads(),
+            "workers": cfg.workers, "overlap": cfg.overlap, "iteration_s": whole, "bare_fwd_bwd_s": median["bare"],
+            "ratio": whole / median["bare"], "iteration_serial_s": median["serial"],
+            "iteration_overlap_s": median["overlap"], "ratio_serial": median["serial"] / median["bare"],
+            "ratio_overlap": median["overlap"] / median["bare"],
+            "samples_s": samples, **parts, "machine": machine()}
 
 
 def _profile_difference(step, baseline, iterations: int, top: int = 12) -> list[dict]:
