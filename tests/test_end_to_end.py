@@ -10,6 +10,13 @@ from hiast.checkpoint import Interrupted
 from fixtures import DEVICE, tiny_scenario
 
 
+def _target_data(scenario, out, rows):
+    """The tiny run's round-1 self-training data (pseudo-labels + bank), opened afresh."""
+    from hiast.selftrain import PseudoLabelledTarget
+    return PseudoLabelledTarget(stages.prepare.dataset(scenario, rows), h5io.read_pseudo_labels(out / "pl.h5"),
+                                h5io.read_instance_bank(out / "bank.h5"), scenario.rounds[0].bank, scenario.scale)
+
+
 def test_pseudo_label_file(tiny_run):
     scenario, out, _ = tiny_run
     labels = h5io.read_pseudo_labels(out / "pl.h5", expected_count=8)
@@ -45,14 +52,13 @@ def test_eval_table_and_outputs(tiny_run):
 
 def test_self_training_resumes_to_identical_weights(tiny_run, tmp_path):
     """Stopped at iteration 2 and resumed, training ends with exactly the uninterrupted run's weights."""
-    from hiast.selftrain import PseudoLabelledTarget, train_round
+    from hiast.selftrain import train_round
     scenario, out, _ = tiny_run
     rows = stages.target_train(scenario, out / "target.csv")
     cfg = scenario.rounds[0]
 
     def run(stop_after=None, state=None):
-        data = PseudoLabelledTarget(stages.prepare.dataset(scenario, rows), h5io.read_pseudo_labels(out / "pl.h5"),
-                                    h5io.read_instance_bank(out / "bank.h5"), cfg.bank, scenario.scale)
+        data = _target_data(scenario, out, rows)
         student = stages.load_model(scenario, out / "warmup.pt")
         teacher, history = train_round(student, data, cfg.train, DEVICE, seed=5, state_path=state,
                                        stop_after=stop_after)
@@ -73,14 +79,13 @@ def test_self_training_resumes_to_identical_weights(tiny_run, tmp_path):
 def test_loader_workers_do_not_change_the_result(tiny_run):
     """Batches and augmentations are a function of (seed, iteration): 0 or 2 loader processes agree."""
     import dataclasses
-    from hiast.selftrain import PseudoLabelledTarget, train_round
+    from hiast.selftrain import train_round
     scenario, out, _ = tiny_run
     rows = stages.target_train(scenario, out / "target.csv")
     cfg = scenario.rounds[0]
     weights = []
     for workers in (0, 2):
-        data = PseudoLabelledTarget(stages.prepare.dataset(scenario, rows), h5io.read_pseudo_labels(out / "pl.h5"),
-                                    h5io.read_instance_bank(out / "bank.h5"), cfg.bank, scenario.scale)
+        data = _target_data(scenario, out, rows)
         student = stages.load_model(scenario, out / "warmup.pt")
         train_round(student, data, dataclasses.replace(cfg.train, iterations=2, workers=workers), DEVICE, seed=3)
         weights.append(student.state_dict())
@@ -93,7 +98,7 @@ def test_overlap_does_not_change_the_result(tiny_run, threads):
     """train.overlap (next batch loaded in a thread, teacher forward beside the student's) gives the serial
     loop's weights, teacher and loss history bit for bit, at one and at two torch threads."""
     import dataclasses
-    from hiast.selftrain import PseudoLabelledTarget, train_round
+    from hiast.selftrain import train_round
     scenario, out, _ = tiny_run
     rows = stages.target_train(scenario, out / "target.csv")
     cfg = scenario.rounds[0]
@@ -103,8 +108,7 @@ def test_overlap_does_not_change_the_result(tiny_run, threads):
     torch.set_num_threads(threads)
     try:
         for overlap in (False, True):
-            data = PseudoLabelledTarget(stages.prepare.dataset(scenario, rows), h5io.read_pseudo_labels(out / "pl.h5"),
-                                        h5io.read_instance_bank(out / "bank.h5"), cfg.bank, scenario.scale)
+            data = _target_data(scenario, out, rows)
             student = stages.load_model(scenario, out / "warmup.pt")
             teacher, history = train_round(student, data, dataclasses.replace(cfg.train, iterations=3, overlap=overlap),
                                            DEVICE, seed=3)
@@ -123,14 +127,13 @@ def test_overlap_interrupted_then_resumed_matches_serial(tiny_run, tmp_path):
     mid-stream) resumes to the uninterrupted serial run's weights."""
     import dataclasses
     import threading
-    from hiast.selftrain import PseudoLabelledTarget, train_round
+    from hiast.selftrain import train_round
     scenario, out, _ = tiny_run
     rows = stages.target_train(scenario, out / "target.csv")
     cfg = scenario.rounds[0]
 
     def run(overlap, stop_after=None, state=None):
-        data = PseudoLabelledTarget(stages.prepare.dataset(scenario, rows), h5io.read_pseudo_labels(out / "pl.h5"),
-                                    h5io.read_instance_bank(out / "bank.h5"), cfg.bank, scenario.scale)
+        data = _target_data(scenario, out, rows)
         student = stages.load_model(scenario, out / "warmup.pt")
         train_round(student, data, dataclasses.replace(cfg.train, iterations=3, overlap=overlap), DEVICE, seed=4,
                     state_path=state, stop_after=stop_after)
@@ -237,7 +240,7 @@ def test_source_term_through_the_stage(tiny_run, tmp_path):
     source manifest, logs a "source" term, leaves the target batches as they were (same first-iteration CE
     from the same start) and changes the weights; 0 reads no source."""
     import dataclasses
-    from hiast.selftrain import PseudoLabelledTarget, train_round
+    from hiast.selftrain import train_round
     from hiast.supervised import Augmented
     scenario, out, _ = tiny_run
     with_source = dataclasses.replace(scenario, rounds=(dataclasses.replace(
@@ -253,8 +256,7 @@ def test_source_term_through_the_stage(tiny_run, tmp_path):
     source = Augmented(stages.prepare.dataset(scenario, source_rows), scenario.crop_view("source"))
     runs = {}
     for weight in (0.0, 1.0):
-        data = PseudoLabelledTarget(stages.prepare.dataset(scenario, rows), h5io.read_pseudo_labels(out / "pl.h5"),
-                                    h5io.read_instance_bank(out / "bank.h5"), scenario.rounds[0].bank, scenario.scale)
+        data = _target_data(scenario, out, rows)
         student = stages.load_model(scenario, out / "warmup.pt")
         cfg = dataclasses.replace(scenario.rounds[0].train, iterations=3, source_weight=weight)
         _, history = train_round(student, data, cfg, DEVICE, seed=5, source=source if weight else None)
