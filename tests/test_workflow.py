@@ -44,6 +44,23 @@ def test_stage_json_round_trips_to_the_scenario():
         hw.scenario_from_json("{")
 
 
+def test_execution_only_option_at_its_default_leaves_the_params_unchanged():
+    """train.overlap was added after results existed: at its default it is not in the train stage's params (the
+    params of earlier runs, so no "params changed" rerun), the rebuilt scenario still has it on; set to false
+    it is passed and changes only that round's train params."""
+    raw = resolved()
+    text = hw.stage_json(raw, "train", 1)
+    assert "overlap" not in text and raw["rounds"][0]["train"]["overlap"] is True
+    assert "workers" in text                                  # options older than the results stay in
+    assert hw.scenario_from_json(text).rounds[0].train.overlap is True
+    serial = json.loads(json.dumps(raw))
+    serial["rounds"][0]["train"]["overlap"] = False
+    assert hw.scenario_from_json(hw.stage_json(serial, "train", 1)).rounds[0].train.overlap is False
+    changed = {(stage, r) for stage in ("pseudo", "bank", "train") for r in (1, 2, 3)
+               if hw.stage_json(raw, stage, r) != hw.stage_json(serial, stage, r)}
+    assert changed == {("train", 1)}
+
+
 @pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "config" / "scenarios").glob("*.yaml")))
 def test_every_stage_slice_of_every_shipped_scenario_rebuilds(name):
     # A slice leaves `metrics` out; an oxford9 scenario must still rebuild (its default metric is mIoU-9).
