@@ -833,11 +833,11 @@ class InstanceBank(_LazyH5):
             d = self._row[int(image_index)]
         except KeyError:
             raise KeyError(f"{self.path}: image {image_index} is not a donor image") from None
+        bbox = self.region_bbox[d].copy()
         cached = self._cache.get(d)
         if cached is not None:
             self._cache.move_to_end(d)
-            return cached[0].copy(), cached[1], cached[2]
-        bbox = self.region_bbox[d].copy()
+            return (bbox, *cached)
         h, w = int(bbox[2] - bbox[0]), int(bbox[3] - bbox[1])
         start = int(self.region_offset[d])
         g = self._h5()["donor_images"]
@@ -850,9 +850,9 @@ class InstanceBank(_LazyH5):
         size = rgb.nbytes + labels.nbytes
         if size <= REGION_CACHE_BYTES:
             while self._cache and self._cache_bytes + size > REGION_CACHE_BYTES:
-                _, (_, old_rgb, old_labels) = self._cache.popitem(last=False)
+                _, (old_rgb, old_labels) = self._cache.popitem(last=False)
                 self._cache_bytes -= old_rgb.nbytes + old_labels.nbytes
-            self._cache[d] = (bbox.copy(), rgb, labels)
+            self._cache[d] = (rgb, labels)
             self._cache_bytes += size
         return bbox, rgb, labels
 

@@ -195,13 +195,12 @@ def train_round(student: torch.nn.Module, data: PseudoLabelledTarget, cfg: SelfT
     last_good = start
     # cfg.overlap: the next batch loads in a background thread and the teacher's forward runs beside the
     # student's (both need only the current weights), so the step's compute hides them; same numbers.
-    teacher_thread = ThreadPoolExecutor(1, thread_name_prefix="hiast-teacher") \
-        if cfg.overlap and cfg.consistency_weight else None
+    teacher_thread = None
     with contextlib.ExitStack() as cleanup:
         if cfg.overlap:
             loader = cleanup.enter_context(contextlib.closing(engine.prefetched(loader)))
-        if teacher_thread is not None:
-            cleanup.callback(teacher_thread.shutdown)
+            if cfg.consistency_weight:
+                teacher_thread = cleanup.enter_context(ThreadPoolExecutor(1, thread_name_prefix="hiast-teacher"))
         flag = cleanup.enter_context(checkpoint.StopFlag())
         for iteration, batch in zip(engine.progress(range(start, cfg.iterations), desc), loader):
             labels = batch["label"].to(device).long()

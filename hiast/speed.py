@@ -290,31 +290,30 @@ def train_step_speed(scenario, workdir: Path, model_path: Path | None = None, it
         loss.backward()
         optimizer.step()
 
-    def with_losses(k):
+    def objective_step(k, probs):
+        """The student's step with the four losses, given the teacher's probabilities."""
         logits = engine.upsample(student(strong[k]), labels[k].shape[-2:])
-        with torch.no_grad():
-            probs = engine.upsample(teacher(weak[k]), labels[k].shape[-2:]).softmax(1)
         step = student_losses(logits, labels[k], probs, cfg)
         optimizer.zero_grad(set_to_none=True)
         step.total.backward()
         optimizer.step()
 
     @torch.no_grad()
+    def teacher_probs_of(k):
+        return engine.upsample(teacher(weak[k]), labels[k].shape[-2:]).softmax(1)
+
+    def with_losses(k):
+        objective_step(k, teacher_probs_of(k))
+
+    @torch.no_grad()
     def teacher_forward(k):
         teacher(weak[k])
 
-    teacher_probs = []
-    with torch.no_grad():
-        for k in range(iterations):
-            teacher_probs.append(engine.upsample(teacher(weak[k]), labels[k].shape[-2:]).softmax(1))
+    teacher_probs = [teacher_probs_of(k) for k in range(iterations)]
 
     def student_objective(k):
         """What the overlapped iteration leaves on the main thread: the student's step with the four losses."""
-        logits = engine.upsample(student(strong[k]), labels[k].shape[-2:])
-        step = student_losses(logits, labels[k], teacher_probs[k], cfg)
-        optimizer.zero_grad(set_to_none=True)
-        step.total.backward()
-        optimizer.step()
+        objective_step(k, teacher_probs[k])
 
     # a noisy machine: the four main timings alternate, `repeats` times, and the medians are reported
     train_round(stages.load_model(scenario, model_path), target_data(), dataclasses.replace(cfg, iterations=2), dev,
