@@ -186,6 +186,15 @@ def freeze_bn_affine(model: nn.Module) -> nn.Module:
     return model
 
 
+def freeze_bn_statistics(model: nn.Module) -> nn.Module:
+    """Every BatchNorm layer in eval mode: it normalises with its running statistics and no longer updates
+    them, while the rest of the model may train (a later `model.train()` undoes this)."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.eval()
+    return model
+
+
 def build_model(backbone: str = "resnet101", num_classes: int = 19, pretrained: bool = False,
                 aspp_dilations=DEFAULT_ASPP_DILATIONS, freeze_bn: bool = True, precision: str = "fp32",
                 channels_last: bool = False) -> DeepLabV2:

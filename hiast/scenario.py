@@ -106,6 +106,9 @@ class PseudoConfig:
     workers: int = field(0, low=0)              # loader processes decoding images ahead of the model
     shards: int = field(1, low=1)               # parallel inference shards
     input_scale: float = field(0.75, low=0, low_open=True)  # inference size = 768x1536 at 1024 rows
+    # Not in HIAST: "target" re-estimates the labelling model's BatchNorm statistics on target train crops
+    # (AdaBN, adabn.ADABN_IMAGES weak-view crops) before it labels; "as_saved" = the official code.
+    bn_statistics: str = field("as_saved", choices=("as_saved", "target"))
 
 
 @dataclass(frozen=True)
@@ -139,9 +142,15 @@ class SelfTrainConfig:
     strong_view: bool = True                    # the student sees the CCA view for every loss
     workers: int = field(0, low=0)
     # Execution only (the numbers do not change, bit for bit): load the next batch in a background thread
-    # and run the teacher's forward beside the student's. Not in the official code. On CPU at 1 torch thread
-    # it hides both behind the student's step (BENCHMARKS.md); false = the plain serial loop.
+    # and run the teacher's forward beside the student's. Not in the official code. It needs a core the
+    # student's step leaves free (on the 2-core CPU machine the gain is within the noise: BENCHMARKS.md);
+    # false = the plain serial loop.
     overlap: bool = True
+    # BatchNorm running statistics during the round. "student" (the official code): updated by the student's
+    # forward in train mode, on the strong views, and copied by the EMA teacher. Not in HIAST: "frozen" keeps
+    # the initial model's (BN layers in eval mode); "target" first re-estimates them on target train crops
+    # (AdaBN, as pseudo.bn_statistics: target does for the labeller), then keeps them frozen.
+    bn_statistics: str = field("student", choices=("student", "frozen", "target"))
     log_every: int = field(100, low=0)
     checkpoint_every: int = field(500, low=0)
 

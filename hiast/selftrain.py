@@ -24,7 +24,7 @@ from hiast import bank as hpla
 from hiast import checkpoint, distributed, engine, losses
 from hiast.classes import IGNORE
 from hiast.datasets import SegmentationDataset, resize_nearest
-from hiast.model import param_groups
+from hiast.model import freeze_bn_statistics, param_groups
 from hiast.supervised import iteration_loader, lr_factor, segmentation_ce
 from hiast.scenario import BankConfig, SelfTrainConfig
 from hiast.transforms import cca, ms
@@ -162,6 +162,8 @@ def train_round(student: torch.nn.Module, data: PseudoLabelledTarget, cfg: SelfT
     `checkpoint.Interrupted`, as a signal would.
     """
     student.to(device).train()
+    if cfg.bn_statistics != "student":     # "frozen", or "target" (re-estimated by the caller beforehand)
+        freeze_bn_statistics(student)
     teacher = copy.deepcopy(student).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)

@@ -143,6 +143,22 @@ def _labelling_setup(scenario: Scenario, round_number: int, manifest_path: Path)
     return cfg, rows, order, scenario.sized(cfg.input_scale)
 
 
+def labelling_model(scenario: Scenario, round_number: int, model_path: Path, rows: pd.DataFrame,
+                    device: torch.device) -> torch.nn.Module:
+    """The round's labeller in eval mode; with `pseudo.bn_statistics: target` its BatchNorm statistics are
+    first re-estimated on target train crops (AdaBN)."""
+    model = load_model(scenario, model_path)
+    if scenario.rounds[round_number - 1].pseudo.bn_statistics == "target":
+        _adapt_bn(model, scenario, rows, device, f"labeller of round {round_number}")
+    return model.to(device).eval()
+
+
+def _adapt_bn(model: torch.nn.Module, scenario: Scenario, rows: pd.DataFrame, device: torch.device, what: str) -> None:
+    from hiast import adabn
+    seen = adabn.adapt(model, scenario, rows, device, scenario.seed)
+    log.info("%s: BatchNorm statistics re-estimated on %d target train crops", what, seen)
+
+
 def pseudo_shard(scenario: Scenario, round_number: int, model_path: Path, manifest_path: Path, shard: int,
                  output: Path, device: torch.device) -> None:
     """Inference for shard `shard` of the round's `pseudo.shards`: the instances shard, shard + K, ... of the
@@ -153,7 +169,7 @@ def pseudo_shard(scenario: Scenario, round_number: int, model_path: Path, manife
         raise ValueError(f"shard {shard} outside 0..{cfg.shards - 1} (rounds[{round_number - 1}].pseudo.shards)")
     groups = order[shard::cfg.shards]
     data = prepare.dataset(scenario, rows)
-    model = load_model(scenario, model_path).to(device).eval()
+    model = labelling_model(scenario, round_number, model_path, rows, device)
     attrs = {"manifest_fingerprint": manifest_fingerprint(rows), "model_fingerprint": h5io.file_fingerprint(model_path),
              "shard": shard, "shards": cfg.shards, "num_classes": scenario.num_classes, "round": round_number}
     image_index = [int(i) for group in groups for i in group]
@@ -187,7 +203,7 @@ def pseudo_labels(scenario: Scenario, round_number: int, model_path: Path, manif
                 yield (group, *read(group))
     else:
         data = prepare.dataset(scenario, rows)
-        model = load_model(scenario, model_path).to(device).eval()
+        model = labelling_model(scenario, round_number, model_path, rows, device)
 
         def stream():
             for group, images in zip(order, _instance_images(data, order, cfg.workers)):
@@ -316,6 +332,8 @@ def self_train(scenario: Scenario, round_number: int, init: Path, pseudo_path: P
                                 strong=rnd.train.strong_view)
     context, device = distributed.setup(device)
     student = load_model(scenario, init)
+    if rnd.train.bn_statistics == "target":    # then frozen by train_round; a resumed state overwrites them
+        _adapt_bn(student, scenario, rows, device, f"student of round {round_number}")
     # student and teacher, the resumable state (both + Adam's two moments) and its temporary copy
     diskspace.require_free_space(output, diskspace.training_bytes(student, 10), f"self-training round {round_number}")
     teacher, _ = train_round(student, data, rnd.train, device, seed=scenario.seed * 1000 + round_number,

@@ -60,14 +60,16 @@ def resolve(scenario_dir: str | Path, name: str, smoke: dict | None = None) -> t
     return to_dict(scenario), scenario
 
 
-# Execution-only options (the numbers do not change) added after results existed: left out of a stage's
-# params while at their default, so that upgrading does not make Snakemake rerun finished stages for
-# "params changed". A non-default value is passed (and reruns the stage, as any params change does).
-EXECUTION_ONLY_DEFAULTS = {"train": {"overlap": True}}
+# Options added after results existed, whose default gives the earlier results bit for bit (an execution-only
+# option, or a method option whose default is the earlier behaviour): left out of a stage's params while at
+# their default, so that upgrading does not make Snakemake rerun finished stages for "params changed".
+# A non-default value is passed (and reruns the stage, as any params change does).
+LATER_DEFAULTS = {"train": {"overlap": True, "bn_statistics": "student"},
+                  "pseudo": {"bn_statistics": "as_saved"}}
 
 
-def _without_execution_defaults(part: str, values):
-    defaults = EXECUTION_ONLY_DEFAULTS.get(part, {})
+def _without_later_defaults(part: str, values):
+    defaults = LATER_DEFAULTS.get(part, {})
     if not isinstance(values, dict) or not defaults:
         return values
     return {k: v for k, v in values.items() if not (k in defaults and v == defaults[k])}
@@ -95,7 +97,7 @@ def stage_slice(resolved: dict, stage: str, round_number: int | None = None) -> 
         part = {"pseudo": ["pseudo"], "bank": ["bank"], "train": ["train", "bank"]}[stage]
         # Other rounds are left at their defaults, so they cannot touch this stage's params.
         out["rounds"] = [{} for _ in range(len(rounds))]
-        out["rounds"][round_number - 1] = {key: _without_execution_defaults(key, rounds[round_number - 1][key])
+        out["rounds"][round_number - 1] = {key: _without_later_defaults(key, rounds[round_number - 1][key])
                                            for key in part}
     return out
 

@@ -271,3 +271,83 @@ def test_source_term_through_the_stage(tiny_run, tmp_path):
                       tmp_path / "s.pt", tmp_path / "t.pt", tmp_path / "state", DEVICE,
                       source_manifest=out / "source.csv")
     assert (tmp_path / "s.pt").is_file() and (tmp_path / "t.pt").is_file()
+
+
+def _bn_buffers(model) -> dict:
+    return {name: value for name, value in model.state_dict().items()
+            if name.endswith(("running_mean", "running_var", "num_batches_tracked"))}
+
+
+def _conv_weights(model) -> dict:
+    return {name: value for name, value in model.state_dict().items() if name.endswith("conv1.weight")}
+
+
+@pytest.mark.parametrize("mode", ["student", "frozen"])
+def test_bn_statistics_frozen_or_updated_by_the_student(tiny_run, mode):
+    """train.bn_statistics: "frozen" keeps the initial model's running statistics in student and teacher while
+    the weights train; "student" (the official code) updates them."""
+    import dataclasses
+    from hiast.selftrain import train_round
+    scenario, out, _ = tiny_run
+    rows = stages.target_train(scenario, out / "target.csv")
+    initial = stages.load_model(scenario, out / "warmup.pt")
+    student = stages.load_model(scenario, out / "warmup.pt")
+    cfg = dataclasses.replace(scenario.rounds[0].train, iterations=2, bn_statistics=mode)
+    teacher, _ = train_round(student, _target_data(scenario, out, rows), cfg, DEVICE, seed=3)
+    before = _bn_buffers(initial)
+    assert before
+    for model in (student, teacher):
+        after = _bn_buffers(model)
+        unchanged = [torch.equal(before[name], after[name]) for name in before]
+        assert all(unchanged) if mode == "frozen" else not any(unchanged)
+    for name, weight in _conv_weights(initial).items():
+        assert not torch.equal(weight, student.state_dict()[name]), name     # the weights did train
+    norms_training = {m.training for m in student.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)}
+    assert student.training and norms_training == {mode == "student"}
+
+
+def test_bn_statistics_target_through_the_stage(tiny_run, tmp_path):
+    """train.bn_statistics: "target" starts the round from the model's statistics re-estimated on target
+    train crops (AdaBN, as `hiast bench adabn` does) and keeps them: the saved student's and teacher's running
+    statistics are those of the warm-up adapted by hand."""
+    import dataclasses
+    from hiast import adabn
+    scenario, out, _ = tiny_run
+    rows = stages.target_train(scenario, out / "target.csv")
+    variant = dataclasses.replace(scenario, rounds=(dataclasses.replace(
+        scenario.rounds[0], train=dataclasses.replace(scenario.rounds[0].train, iterations=2,
+                                                      bn_statistics="target")),))
+    stages.self_train(variant, 1, out / "warmup.pt", out / "pl.h5", out / "bank.h5", out / "target.csv",
+                      tmp_path / "s.pt", tmp_path / "t.pt", tmp_path / "state", DEVICE)
+    by_hand = stages.load_model(scenario, out / "warmup.pt")
+    assert adabn.adapt(by_hand, scenario, rows, DEVICE, scenario.seed) == len(rows)   # fewer than 400 images
+    expected, as_saved = _bn_buffers(by_hand), _bn_buffers(stages.load_model(scenario, out / "warmup.pt"))
+    assert not torch.equal(expected["backbone.bn1.running_mean"], as_saved["backbone.bn1.running_mean"])
+    for path in (tmp_path / "s.pt", tmp_path / "t.pt"):
+        saved = _bn_buffers(stages.load_model(scenario, path))
+        for name in expected:
+            assert torch.equal(saved[name], expected[name]), (path.name, name)
+
+
+def test_pseudo_bn_statistics_target_labels_with_the_adapted_model(tiny_run, tmp_path):
+    """pseudo.bn_statistics: "target" labels with the model's statistics re-estimated on target train crops:
+    byte-identical to labelling, as saved, a copy of the model adapted by hand; different from the as-saved
+    labeller's thresholds."""
+    import dataclasses
+    import h5py
+    from hiast import adabn
+    from hiast.model import save_weights
+    scenario, out, _ = tiny_run
+    rows = stages.target_train(scenario, out / "target.csv")
+    variant = dataclasses.replace(scenario, rounds=(dataclasses.replace(
+        scenario.rounds[0], pseudo=dataclasses.replace(scenario.rounds[0].pseudo, bn_statistics="target")),))
+    stages.pseudo_labels(variant, 1, out / "warmup.pt", out / "target.csv", tmp_path / "pl_target.h5", DEVICE)
+    adapted = stages.load_model(scenario, out / "warmup.pt")
+    adabn.adapt(adapted, scenario, rows, DEVICE, scenario.seed)
+    save_weights(adapted, tmp_path / "adapted.pt")
+    stages.pseudo_labels(scenario, 1, tmp_path / "adapted.pt", out / "target.csv", tmp_path / "pl_by_hand.h5", DEVICE)
+    with h5py.File(tmp_path / "pl_target.h5") as one, h5py.File(tmp_path / "pl_by_hand.h5") as two, \
+            h5py.File(out / "pl.h5") as as_saved:
+        for name in ("labels", "thresholds", "pixel_counts"):
+            assert one[name][()].tobytes() == two[name][()].tobytes(), name
+        assert one["thresholds"][()].tobytes() != as_saved["thresholds"][()].tobytes()

@@ -48,6 +48,9 @@ def test_scenario_errors_name_the_key(tmp_path):
         load_scenario(write(tmp_path, "gpus: 4\n"))
     with pytest.raises(ConfigError, match=r"unknown metric 'mIoU-20'"):
         load_scenario(write(tmp_path, "metrics: [mIoU-20]\n"))
+    with pytest.raises(ConfigError, match=r"rounds\[0\]\.train\.bn_statistics: 'frozn' is not allowed; expected one "
+                                          r"of \['student', 'frozen', 'target'\]"):
+        load_scenario(write(tmp_path, "rounds: [{train: {bn_statistics: frozn}}]\n"))
 
 
 def test_split_rows_holdout_and_cap(tmp_path):

@@ -44,21 +44,28 @@ def test_stage_json_round_trips_to_the_scenario():
         hw.scenario_from_json("{")
 
 
-def test_execution_only_option_at_its_default_leaves_the_params_unchanged():
-    """train.overlap was added after results existed: at its default it is not in the train stage's params (the
-    params of earlier runs, so no "params changed" rerun), the rebuilt scenario still has it on; set to false
-    it is passed and changes only that round's train params."""
+@pytest.mark.parametrize("part, key, default, other", [
+    ("train", "overlap", True, False),
+    ("train", "bn_statistics", "student", "frozen"),
+    ("pseudo", "bn_statistics", "as_saved", "target"),
+])
+def test_option_added_later_at_its_default_leaves_the_params_unchanged(part, key, default, other):
+    """Options added after results existed (train.overlap, train/pseudo.bn_statistics): at their default they
+    are not in the stage's params (the params of earlier runs, so no "params changed" rerun), the rebuilt
+    scenario still has the default; set otherwise, the value is passed and changes only that round's stage."""
+    assert hw.LATER_DEFAULTS[part][key] == default
     raw = resolved()
-    text = hw.stage_json(raw, "train", 1)
-    assert "overlap" not in text and raw["rounds"][0]["train"]["overlap"] is True
+    text = hw.stage_json(raw, part, 1)
+    assert f'"{key}"' not in text and raw["rounds"][0][part][key] == default
     assert "workers" in text                                  # options older than the results stay in
-    assert hw.scenario_from_json(text).rounds[0].train.overlap is True
-    serial = json.loads(json.dumps(raw))
-    serial["rounds"][0]["train"]["overlap"] = False
-    assert hw.scenario_from_json(hw.stage_json(serial, "train", 1)).rounds[0].train.overlap is False
+    assert getattr(getattr(hw.scenario_from_json(text).rounds[0], part), key) == default
+    changed_raw = json.loads(json.dumps(raw))
+    changed_raw["rounds"][0][part][key] = other
+    rebuilt = hw.scenario_from_json(hw.stage_json(changed_raw, part, 1))
+    assert getattr(getattr(rebuilt.rounds[0], part), key) == other
     changed = {(stage, r) for stage in ("pseudo", "bank", "train") for r in (1, 2, 3)
-               if hw.stage_json(raw, stage, r) != hw.stage_json(serial, stage, r)}
-    assert changed == {("train", 1)}
+               if hw.stage_json(raw, stage, r) != hw.stage_json(changed_raw, stage, r)}
+    assert changed == {(part, 1)}
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "config" / "scenarios").glob("*.yaml")))
