@@ -17,6 +17,14 @@ def _target_data(scenario, out, rows):
                                 h5io.read_instance_bank(out / "bank.h5"), scenario.rounds[0].bank, scenario.scale)
 
 
+def _with_round_1(scenario, section: str, **changes):
+    """The scenario with round 1's `section` (pseudo, bank or train) changed."""
+    import dataclasses
+    first = scenario.rounds[0]
+    changed = dataclasses.replace(first, **{section: dataclasses.replace(getattr(first, section), **changes)})
+    return dataclasses.replace(scenario, rounds=(changed,))
+
+
 def test_pseudo_label_file(tiny_run):
     scenario, out, _ = tiny_run
     labels = h5io.read_pseudo_labels(out / "pl.h5", expected_count=8)
@@ -243,8 +251,7 @@ def test_source_term_through_the_stage(tiny_run, tmp_path):
     from hiast.selftrain import train_round
     from hiast.supervised import Augmented
     scenario, out, _ = tiny_run
-    with_source = dataclasses.replace(scenario, rounds=(dataclasses.replace(
-        scenario.rounds[0], train=dataclasses.replace(scenario.rounds[0].train, iterations=3, source_weight=1.0)),))
+    with_source = _with_round_1(scenario, "train", iterations=3, source_weight=1.0)
     with pytest.raises(ValueError, match=r"rounds\[0\].train.source_weight = 1.0 needs the source manifest"):
         stages.self_train(with_source, 1, out / "warmup.pt", out / "pl.h5", out / "bank.h5", out / "target.csv",
                           tmp_path / "s.pt", tmp_path / "t.pt", tmp_path / "state", DEVICE)
@@ -310,13 +317,10 @@ def test_bn_statistics_target_through_the_stage(tiny_run, tmp_path):
     """train.bn_statistics: "target" starts the round from the model's statistics re-estimated on target
     train crops (AdaBN, as `hiast bench adabn` does) and keeps them: the saved student's and teacher's running
     statistics are those of the warm-up adapted by hand."""
-    import dataclasses
     from hiast import adabn
     scenario, out, _ = tiny_run
     rows = stages.target_train(scenario, out / "target.csv")
-    variant = dataclasses.replace(scenario, rounds=(dataclasses.replace(
-        scenario.rounds[0], train=dataclasses.replace(scenario.rounds[0].train, iterations=2,
-                                                      bn_statistics="target")),))
+    variant = _with_round_1(scenario, "train", iterations=2, bn_statistics="target")
     stages.self_train(variant, 1, out / "warmup.pt", out / "pl.h5", out / "bank.h5", out / "target.csv",
                       tmp_path / "s.pt", tmp_path / "t.pt", tmp_path / "state", DEVICE)
     by_hand = stages.load_model(scenario, out / "warmup.pt")
@@ -333,14 +337,12 @@ def test_pseudo_bn_statistics_target_labels_with_the_adapted_model(tiny_run, tmp
     """pseudo.bn_statistics: "target" labels with the model's statistics re-estimated on target train crops:
     byte-identical to labelling, as saved, a copy of the model adapted by hand; different from the as-saved
     labeller's thresholds."""
-    import dataclasses
     import h5py
     from hiast import adabn
     from hiast.model import save_weights
     scenario, out, _ = tiny_run
     rows = stages.target_train(scenario, out / "target.csv")
-    variant = dataclasses.replace(scenario, rounds=(dataclasses.replace(
-        scenario.rounds[0], pseudo=dataclasses.replace(scenario.rounds[0].pseudo, bn_statistics="target")),))
+    variant = _with_round_1(scenario, "pseudo", bn_statistics="target")
     stages.pseudo_labels(variant, 1, out / "warmup.pt", out / "target.csv", tmp_path / "pl_target.h5", DEVICE)
     adapted = stages.load_model(scenario, out / "warmup.pt")
     adabn.adapt(adapted, scenario, rows, DEVICE, scenario.seed)
