@@ -76,7 +76,10 @@ def _cmd_bench_stage(args: argparse.Namespace) -> None:
                        f"loading {1000 * result['data_loading_s']:.0f} ms, teacher forward "
                        f"{1000 * result['teacher_forward_s']:.0f} ms, EMA {1000 * result['ema_s']:.1f} ms, "
                        f"full objective fwd/bwd {1000 * result['full_objective_fwd_bwd_s']:.0f} ms, the student's "
-                       f"share of it {1000 * result['student_objective_s']:.0f} ms; largest extra operators over "
+                       f"share of it {1000 * result['student_objective_s']:.0f} ms (taped "
+                       f"{1000 * result['student_objective_taped_s']:.0f}, fused "
+                       f"{1000 * result['student_objective_fused_s']:.0f}); steady state, the round's setup "
+                       f"{result['round_setup_s']:.1f} s apart; largest extra operators over "
                        f"the bare step (ms): " + ", ".join(f"{r['op']} {r['ms']:+.1f}"
                                                            for r in result["profile_objective_minus_bare_ms"][:5]))
     speed.write_json(result, args.output)

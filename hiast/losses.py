@@ -63,3 +63,90 @@ def pseudo_ce(logits: torch.Tensor, labels: torch.Tensor, log_p: torch.Tensor | 
     else:
         total = F.nll_loss(log_p, labels, ignore_index=IGNORE, reduction="sum")
     return total / (labels != IGNORE).sum().clamp(min=1)
+
+
+class _FusedObjective(torch.autograd.Function):
+    """The four self-training terms and their gradient in one pass over the logits.
+
+    The same sums as `pseudo_ce`, `kld_uniform`, `entropy` and `soft_ce` with their normalisations; the
+    gradient with respect to the logits is written out instead of being taped term by term (per pixel,
+    p = softmax, H = -sum p log p, q = teacher probabilities):
+      CE: p - onehot(y);  KL-to-uniform: p - 1/C;  entropy: -p (log p + H);  soft CE: p sum(q) - q.
+    Autograd's tape runs ~25 elementwise passes over the [B, C, H, W] logits for these; this runs ~10.
+    """
+
+    @staticmethod
+    def forward(ctx, logits, labels, teacher_probs, region, weights):
+        w_ce, w_kld, w_ent, w_cons = weights
+        num_classes = logits.shape[1]
+        log_p = torch.log_softmax(logits, dim=1)
+        p = log_p.exp()
+        confident = (labels != IGNORE).unsqueeze(1)              # [B, 1, H, W]
+        conf_f = confident.to(logits.dtype)
+        n_confident = conf_f.sum()
+        n_ignored = confident.numel() - n_confident
+        values = torch.zeros(4, dtype=logits.dtype, device=logits.device)
+        scale = torch.zeros_like(conf_f)        # per pixel: grad = p * scale - (the per-class parts below)
+        grad = torch.zeros_like(logits)
+        if w_ce:
+            c_ce = w_ce / n_confident.clamp(min=1)
+            safe = torch.where(confident, labels.unsqueeze(1), 0).long()
+            picked = log_p.gather(1, safe)
+            values[0] = -(picked * conf_f).sum() / n_confident.clamp(min=1)
+            scale = scale + c_ce * conf_f
+            grad.scatter_(1, safe, -c_ce * conf_f)
+        if w_kld:
+            c_kld = w_kld / (n_confident * num_classes).clamp(min=1)
+            values[1] = -(log_p.sum(dim=1, keepdim=True) * conf_f).sum() / num_classes \
+                / (n_confident * num_classes).clamp(min=1)
+            scale = scale + c_kld * conf_f
+            grad.sub_(c_kld / num_classes * conf_f)
+        if w_ent:
+            ign_f = 1.0 - conf_f
+            p_log_p = p * log_p
+            neg_h = p_log_p.sum(dim=1, keepdim=True)                # -H per pixel
+            c_ent = w_ent / (n_ignored * num_classes).clamp(min=1)
+            values[2] = -(neg_h * ign_f).sum() / (n_ignored * num_classes).clamp(min=1)
+            # -p (log p + H) = -(p log p) + p * (-H)... i.e. grad += c_ent * (p * neg_h - p_log_p) on ignored
+            grad.sub_(p_log_p * (c_ent * ign_f))
+            scale = scale + (c_ent * ign_f) * neg_h
+        if w_cons:
+            region_f = region.unsqueeze(1).to(logits.dtype)
+            c_cons = w_cons / (region_f.sum() * num_classes).clamp(min=1)
+            values[3] = -((teacher_probs * log_p).sum(dim=1, keepdim=True) * region_f).sum() \
+                / (region_f.sum() * num_classes).clamp(min=1)
+            scale = scale + (c_cons * region_f) * teacher_probs.sum(dim=1, keepdim=True)
+            grad.sub_(teacher_probs * (c_cons * region_f))
+        grad.addcmul_(p, scale)
+        weight = torch.tensor(weights, dtype=logits.dtype, device=logits.device)
+        # a non-finite logit anywhere makes the total non-finite, as the taped sum's `logits.sum() * 0` does
+        total = (values * weight).sum() + logits.sum() * 0.0
+        ctx.save_for_backward(grad)
+        ctx.mark_non_differentiable(values)
+        return total, values
+
+    @staticmethod
+    def backward(ctx, grad_total, _grad_values):
+        (grad,) = ctx.saved_tensors
+        return grad * grad_total, None, None, None, None
+
+
+def fused_objective(logits: torch.Tensor, labels: torch.Tensor, teacher_probs: torch.Tensor | None,
+                    region: torch.Tensor | None, ce: float, kld: float, entropy_weight: float,
+                    consistency: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """ce * pseudo_ce + kld * kld_uniform(confident) + entropy_weight * entropy(ignored) + consistency *
+    soft_ce(teacher_probs, region), with one hand-written backward (see `_FusedObjective`).
+    Returns the weighted total (differentiable in `logits`) and the unweighted terms whose weight is non-zero
+    (detached), keyed like the self-training history: ce, kld, entropy, consistency."""
+    labels = labels.to(device=logits.device, dtype=torch.int64)
+    if labels.shape != (logits.shape[0], *logits.shape[2:]):
+        raise ValueError(f"labels shape {tuple(labels.shape)} does not match the logits {tuple(logits.shape)}")
+    if teacher_probs is None or region is None:
+        consistency = 0.0
+    elif teacher_probs.shape != logits.shape:
+        raise ValueError(f"target shape {tuple(teacher_probs.shape)} != logits shape {tuple(logits.shape)}")
+    weights = (float(ce), float(kld), float(entropy_weight), float(consistency))
+    total, values = _FusedObjective.apply(logits, labels, teacher_probs if consistency else None,
+                                          region.to(logits.device) if consistency else None, weights)
+    names = ("ce", "kld", "entropy", "consistency")
+    return total, {name: values[k] for k, name in enumerate(names) if weights[k]}

@@ -151,6 +151,11 @@ class SelfTrainConfig:
     # the initial model's (BN layers in eval mode); "target" first re-estimates them on target train crops
     # (AdaBN, as pseudo.bn_statistics: target does for the labeller), then keeps them frozen.
     bn_statistics: str = field("student", choices=("student", "frozen", "target"))
+    # Execution only (the same sums, rounded differently: ~1e-7 relative): true computes the four losses and
+    # their gradient in one hand-written pass (losses.fused_objective) instead of autograd's tape of ~25
+    # elementwise operators over the upsampled logits. false = the official code's way, and the default so
+    # that earlier results replay bit for bit.
+    fused_objective: bool = False
     log_every: int = field(100, low=0)
     checkpoint_every: int = field(500, low=0)
 

@@ -268,12 +268,21 @@ def train_step_speed(scenario, workdir: Path, model_path: Path | None = None, it
     weak = [engine.to_input(b["weak"], dev) for b in batches]
     labels = [b["label"].to(dev).long() for b in batches]
 
-    def whole_iteration(overlap: bool) -> float:
-        """The whole iteration, as the stage runs it (fresh model, same batches each time)."""
+    def round_time(overlap: bool, count: int) -> float:
         fresh = stages.load_model(scenario, model_path)
         begin = time.perf_counter()
-        train_round(fresh, target_data(), dataclasses.replace(cfg, overlap=overlap), dev, seed=1)
-        return (time.perf_counter() - begin) / iterations
+        train_round(fresh, target_data(), dataclasses.replace(cfg, overlap=overlap, iterations=count), dev, seed=1)
+        return time.perf_counter() - begin
+
+    setup_iterations = 5
+
+    def whole_iteration(overlap: bool) -> float:
+        """The whole iteration as the stage runs it, in the steady state: a round of `setup_iterations` + N
+        iterations minus one of `setup_iterations`, over N. What that removes (the round's setup: reading the
+        pseudo-labels and the bank, copying the teacher, starting loader processes; and the first batches,
+        which nothing prefetched) is paid once per round of 300+ iterations: `round_setup_s` reports it."""
+        return (round_time(overlap, setup_iterations + iterations) - round_time(overlap, setup_iterations)) \
+            / iterations
 
     def timed(fn) -> float:
         fn(0)                                   # warm-up
@@ -290,10 +299,10 @@ def train_step_speed(scenario, workdir: Path, model_path: Path | None = None, it
         loss.backward()
         optimizer.step()
 
-    def objective_step(k, probs):
+    def objective_step(k, probs, fused=cfg.fused_objective):
         """The student's step with the four losses, given the teacher's probabilities."""
         logits = engine.upsample(student(strong[k]), labels[k].shape[-2:])
-        step = student_losses(logits, labels[k], probs, cfg)
+        step = student_losses(logits, labels[k], probs, dataclasses.replace(cfg, fused_objective=fused))
         optimizer.zero_grad(set_to_none=True)
         step.total.backward()
         optimizer.step()
@@ -311,28 +320,36 @@ def train_step_speed(scenario, workdir: Path, model_path: Path | None = None, it
 
     teacher_probs = [teacher_probs_of(k) for k in range(iterations)]
 
-    def student_objective(k):
+    def student_objective(k, fused=cfg.fused_objective):
         """What the overlapped iteration leaves on the main thread: the student's step with the four losses."""
-        objective_step(k, teacher_probs[k])
+        objective_step(k, teacher_probs[k], fused)
 
     # a noisy machine: the four main timings alternate, `repeats` times, and the medians are reported
     train_round(stages.load_model(scenario, model_path), target_data(), dataclasses.replace(cfg, iterations=2), dev,
                 seed=1)                                                   # warm-up
-    samples: dict[str, list[float]] = {"serial": [], "overlap": [], "bare": [], "student_objective": []}
+    samples: dict[str, list[float]] = {"serial": [], "overlap": [], "bare": [], "student_objective_taped": [],
+                                       "student_objective_fused": []}
     for _ in range(repeats):
         samples["serial"].append(whole_iteration(False))
         samples["overlap"].append(whole_iteration(True))
         samples["bare"].append(timed(bare))
-        samples["student_objective"].append(timed(student_objective))
+        samples["student_objective_taped"].append(timed(lambda k: student_objective(k, False)))
+        samples["student_objective_fused"].append(timed(lambda k: student_objective(k, True)))
     median = {key: statistics.median(values) for key, values in samples.items()}
+    median["student_objective"] = median[f"student_objective_{'fused' if cfg.fused_objective else 'taped'}"]
     whole = median["overlap" if cfg.overlap else "serial"]
-    parts = {"data_loading_s": loading, "teacher_forward_s": timed(teacher_forward),
+    parts = {"round_setup_s": round_time(cfg.overlap, 1) - median["overlap" if cfg.overlap else "serial"],
+             "data_loading_s": loading, "teacher_forward_s": timed(teacher_forward),
              "ema_s": timed(lambda k: ema_update(teacher, student, cfg.ema_momentum)),
              "full_objective_fwd_bwd_s": timed(with_losses), "student_objective_s": median["student_objective"],
+             "student_objective_taped_s": median["student_objective_taped"],
+             "student_objective_fused_s": median["student_objective_fused"],
              "profile_objective_minus_bare_ms": _profile_difference(student_objective, bare, min(iterations, 5))}
     return {"benchmark": "train_step", "scenario": scenario.name, "batch_size": cfg.batch_size,
             "iterations": iterations, "repeats": repeats, "device": device, "torch_threads": torch.get_num_threads(),
-            "workers": cfg.workers, "overlap": cfg.overlap, "iteration_s": whole, "bare_fwd_bwd_s": median["bare"],
+            "workers": cfg.workers, "overlap": cfg.overlap, "fused_objective": cfg.fused_objective,
+            "steady_state": f"(round of {setup_iterations} + N iterations - round of {setup_iterations}) / N",
+            "iteration_s": whole, "bare_fwd_bwd_s": median["bare"],
             "ratio": whole / median["bare"], "iteration_serial_s": median["serial"],
             "iteration_overlap_s": median["overlap"], "ratio_serial": median["serial"] / median["bare"],
             "ratio_overlap": median["overlap"] / median["bare"],

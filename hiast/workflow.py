@@ -64,7 +64,7 @@ def resolve(scenario_dir: str | Path, name: str, smoke: dict | None = None) -> t
 # option, or a method option whose default is the earlier behaviour): left out of a stage's params while at
 # their default, so that upgrading does not make Snakemake rerun finished stages for "params changed".
 # A non-default value is passed (and reruns the stage, as any params change does).
-LATER_DEFAULTS = {"train": {"overlap": True, "bn_statistics": "student"},
+LATER_DEFAULTS = {"train": {"overlap": True, "bn_statistics": "student", "fused_objective": False},
                   "pseudo": {"bn_statistics": "as_saved"}}
 
 

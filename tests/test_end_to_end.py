@@ -130,6 +130,33 @@ def test_overlap_does_not_change_the_result(tiny_run, threads):
     assert history_a == history_b and len(history_a["loss"]) == 3
 
 
+def test_fused_objective_trains_as_the_taped_one(tiny_run):
+    """train.fused_objective through a round: the loss history and weights of the official way of adding the
+    terms, up to float32 rounding (the sums are the same, their order is not)."""
+    import dataclasses
+    from hiast.selftrain import train_round
+    scenario, out, _ = tiny_run
+    rows = stages.target_train(scenario, out / "target.csv")
+    cfg = scenario.rounds[0].train
+    runs = []
+    for fused in (False, True):
+        student = stages.load_model(scenario, out / "warmup.pt")
+        teacher, history = train_round(student, _target_data(scenario, out, rows),
+                                       dataclasses.replace(cfg, iterations=3, fused_objective=fused), DEVICE, seed=3)
+        runs.append((student.state_dict(), history))
+    (taped, history_taped), (fused, history_fused) = runs
+    assert history_fused.keys() == history_taped.keys() == {"loss", "ce", "kld", "entropy", "consistency"}
+    for key in history_taped:
+        assert history_fused[key] == pytest.approx(history_taped[key], rel=1e-4), key
+    initial = stages.load_model(scenario, out / "warmup.pt").state_dict()
+    moved = 0
+    for key in taped:
+        if taped[key].is_floating_point():
+            torch.testing.assert_close(fused[key], taped[key], rtol=1e-4, atol=1e-6)
+            moved += not torch.equal(taped[key], initial[key])
+    assert moved > 0
+
+
 def test_overlap_interrupted_then_resumed_matches_serial(tiny_run, tmp_path):
     """An overlapped run stopped at iteration 1 (the prefetch thread and the teacher thread are shut down
     mid-stream) resumes to the uninterrupted serial run's weights."""

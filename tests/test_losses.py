@@ -118,3 +118,96 @@ def test_shared_log_softmax_gives_the_same_losses():
     assert torch.equal(losses.kld_uniform(logits, mask, log_p), losses.kld_uniform(logits, mask))
     assert torch.equal(losses.entropy(logits, ~mask, log_p), losses.entropy(logits, ~mask))
     assert torch.equal(losses.soft_ce(logits, q, ~mask, log_p), losses.soft_ce(logits, q, ~mask))
+
+
+# --- the fused objective (train.fused_objective) ----------------------------------------------------------
+
+def taped_objective(logits, labels, q, region, weights):
+    """The four terms through autograd, as selftrain.student_losses adds them by default."""
+    w_ce, w_kld, w_ent, w_cons = weights
+    confident = labels != 255
+    total = logits.sum() * 0.0
+    terms = {}
+    for name, weight, fn in [("ce", w_ce, lambda: losses.pseudo_ce(logits, labels)),
+                             ("kld", w_kld, lambda: losses.kld_uniform(logits, confident)),
+                             ("entropy", w_ent, lambda: losses.entropy(logits, ~confident)),
+                             ("consistency", w_cons, lambda: losses.soft_ce(logits, q, region))]:
+        if weight:
+            terms[name] = fn()
+            total = total + weight * terms[name]
+    return total, terms
+
+
+def test_fused_objective_hand_values_and_gradient():
+    # labels (0, 255): pixel a is pseudo-labelled (CE, KLD), pixel b is not (entropy, consistency to q_b = (1, 0))
+    labels = torch.tensor([[[0, 255]]])
+    q = torch.tensor([[[[0.5, 1.0]], [[0.5, 0.0]]]], dtype=torch.float64)
+    logits = LOGITS.clone().requires_grad_()
+    total, terms = losses.fused_objective(logits, labels, q, labels == 255, 1.0, 0.1, 1.0, 0.5)
+    expected = {"ce": math.log(2), "kld": math.log(2) / 2, "entropy": H_B / 2, "consistency": -math.log(0.75) / 2}
+    assert {k: v.item() for k, v in terms.items()} == pytest.approx(expected, rel=1e-12)
+    assert total.item() == pytest.approx(expected["ce"] + 0.1 * expected["kld"] + expected["entropy"]
+                                         + 0.5 * expected["consistency"], rel=1e-12)
+    total.backward()
+    # pixel a: CE (p - onehot) / N_L = (-1/2, 1/2); KLD (p - 1/C) = 0.
+    # pixel b: entropy -p (log p + H) / (C N_U) and consistency (p - q) / (C N_R), N_U = N_R = 1, C = 2
+    p_b = torch.tensor([0.75, 0.25], dtype=torch.float64)
+    entropy_b = -p_b * (torch.log(p_b) + H_B) / 2
+    consistency_b = (p_b - torch.tensor([1.0, 0.0], dtype=torch.float64)) / 2
+    grad = logits.grad[0, :, 0]
+    torch.testing.assert_close(grad[:, 0], torch.tensor([-0.5, 0.5], dtype=torch.float64), rtol=1e-12, atol=1e-15)
+    torch.testing.assert_close(grad[:, 1], entropy_b + 0.5 * consistency_b, rtol=1e-12, atol=1e-15)
+
+
+def test_fused_objective_gradcheck():
+    gen = torch.Generator().manual_seed(1)
+    logits = (torch.randn(2, 4, 3, 5, generator=gen, dtype=torch.float64) * 2).requires_grad_()
+    labels = torch.randint(0, 4, (2, 3, 5), generator=gen)
+    labels[torch.rand(2, 3, 5, generator=gen) < 0.4] = 255
+    q = torch.randn(2, 4, 3, 5, generator=gen, dtype=torch.float64).softmax(1)
+    region = torch.rand(2, 3, 5, generator=gen) < 0.7
+    assert torch.autograd.gradcheck(
+        lambda z: losses.fused_objective(z, labels, q, region, 1.0, 0.1, 1.0, 0.5)[0], (logits,))
+
+
+@pytest.mark.parametrize("weights", [(1.0, 0.1, 1.0, 0.5), (1.0, 0.0, 0.0, 0.0), (0.0, 0.0, 1.0, 0.0),
+                                     (0.0, 0.3, 0.0, 0.0), (0.0, 0.0, 0.0, 2.0), (1.0, 0.1, 1.0, 0.0)])
+@pytest.mark.parametrize("region", ["ignored", "confident", "all"])
+def test_fused_objective_equals_the_taped_terms(weights, region):
+    """Value, terms and gradient as autograd's sum of the four functions, for each weight left at zero."""
+    from hiast.selftrain import region_mask
+    gen = torch.Generator().manual_seed(2)
+    base = torch.randn(3, 6, 8, 10, generator=gen, dtype=torch.float64) * 3
+    labels = torch.randint(0, 6, (3, 8, 10), generator=gen)
+    labels[torch.rand(3, 8, 10, generator=gen) < 0.5] = 255
+    q = torch.randn(3, 6, 8, 10, generator=gen, dtype=torch.float64).softmax(1)
+    mask = region_mask(labels, region)
+    results = []
+    for fn in (taped_objective, lambda *a: losses.fused_objective(*a[:4], *a[4])):
+        logits = base.clone().requires_grad_()
+        total, terms = fn(logits, labels, q, mask, weights)
+        total.backward()
+        results.append((total.detach(), {k: v.detach() for k, v in terms.items()}, logits.grad))
+    (total_t, terms_t, grad_t), (total_f, terms_f, grad_f) = results
+    torch.testing.assert_close(total_f, total_t, rtol=1e-12, atol=1e-14)
+    assert terms_f.keys() == terms_t.keys()
+    for key in terms_t:
+        torch.testing.assert_close(terms_f[key], terms_t[key], rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(grad_f, grad_t, rtol=1e-10, atol=1e-15)
+
+
+def test_fused_objective_empty_regions_and_non_finite_logits():
+    logits = torch.randn(2, 3, 4, 5, requires_grad=True)
+    unlabelled = torch.full((2, 4, 5), 255)
+    total, terms = losses.fused_objective(logits, unlabelled, None, None, 1.0, 0.1, 0.0, 0.5)
+    assert terms.keys() == {"ce", "kld"}           # no teacher: no consistency term
+    assert total.item() == 0.0 and terms["ce"].item() == 0.0 and terms["kld"].item() == 0.0
+    total.backward()
+    assert torch.count_nonzero(logits.grad) == 0
+    broken = logits.detach().clone()
+    broken[1, 2, 3, 4] = torch.inf                 # outside every region: still a non-finite total (divergence)
+    assert not torch.isfinite(losses.fused_objective(broken, unlabelled, None, None, 1.0, 0.1, 0.0, 0.0)[0])
+    with pytest.raises(ValueError, match="labels shape"):
+        losses.fused_objective(logits, unlabelled[:, :3], None, None, 1.0, 0.0, 0.0, 0.0)
+    with pytest.raises(ValueError, match="target shape"):
+        losses.fused_objective(logits, unlabelled, logits.detach()[:, :2], unlabelled == 255, 1.0, 0.0, 0.0, 1.0)

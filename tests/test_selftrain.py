@@ -44,6 +44,30 @@ def test_student_losses_sum_the_weighted_terms_and_switch_off():
     assert torch.isfinite(logits.grad).all()
 
 
+@pytest.mark.parametrize("changes", [{}, {"consistency_region": "all"}, {"kld_weight": 0.0, "entropy_weight": 0.0},
+                                     {"teacher": None}])
+def test_fused_objective_gives_the_taped_step(changes):
+    """train.fused_objective: the same total, terms and gradient as the official way of adding the terms."""
+    changes = dict(changes)
+    gen = torch.Generator().manual_seed(3)
+    base = torch.randn(2, 5, 6, 7, generator=gen, dtype=torch.float64) * 2
+    labels = torch.randint(0, 5, (2, 6, 7), generator=gen)
+    labels[torch.rand(2, 6, 7, generator=gen) < 0.5] = 255
+    teacher = changes.pop("teacher", torch.softmax(torch.randn(2, 5, 6, 7, generator=gen, dtype=torch.float64), 1))
+    steps, grads = [], []
+    for fused in (False, True):
+        logits = base.clone().requires_grad_()
+        step = student_losses(logits, labels, teacher, SelfTrainConfig(fused_objective=fused, **changes))
+        step.total.backward()
+        steps.append(step)
+        grads.append(logits.grad)
+    assert steps[1].terms.keys() == steps[0].terms.keys()
+    assert ("consistency" in steps[0].terms) == (teacher is not None)
+    assert steps[1].terms == pytest.approx(steps[0].terms, rel=1e-12)
+    assert steps[1].total.item() == pytest.approx(steps[0].total.item(), rel=1e-12)
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-10, atol=1e-15)
+
+
 class FakeImages:
     def __init__(self, n, size=(16, 32)):
         self.n, self.size = n, size

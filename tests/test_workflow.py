@@ -47,6 +47,7 @@ def test_stage_json_round_trips_to_the_scenario():
 @pytest.mark.parametrize("part, key, default, other", [
     ("train", "overlap", True, False),
     ("train", "bn_statistics", "student", "frozen"),
+    ("train", "fused_objective", False, True),
     ("pseudo", "bn_statistics", "as_saved", "target"),
 ])
 def test_option_added_later_at_its_default_leaves_the_params_unchanged(part, key, default, other):
