@@ -509,6 +509,8 @@ def main(argv: list[str] | None = None) -> int:
     from hiast.h5io import H5FormatError
     from hiast.diskspace import DiskSpaceError
     from hiast.model import CheckpointError
+    from hiast.allocator import keep_freed_memory
+    keep_freed_memory()          # large CPU tensors reuse freed heap blocks instead of faulting in fresh pages
     try:
         args.func(args)
     except (DatasetError, ConfigError, CheckpointError, H5FormatError, Diverged, DiskSpaceError) as err:

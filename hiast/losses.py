@@ -79,6 +79,10 @@ class _FusedObjective(torch.autograd.Function):
     def forward(ctx, logits, labels, teacher_probs, region, weights):
         w_ce, w_kld, w_ent, w_cons = weights
         num_classes = logits.shape[1]
+        # one layout for every pass: a channels_last model's upsampled logits mixed with [B, 1, H, W] masks
+        # would make most of the operators below copy (measured: 1.3x slower on CPU)
+        logits = logits.contiguous()
+        teacher_probs = teacher_probs.contiguous() if teacher_probs is not None else None
         log_p = torch.log_softmax(logits, dim=1)
         p = log_p.exp()
         confident = (labels != IGNORE).unsqueeze(1)              # [B, 1, H, W]

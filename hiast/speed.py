@@ -171,6 +171,58 @@ def write_json(result: dict, output: str | Path | None) -> None:
         tmp.write_text(json.dumps(result, indent=1))
 
 
+# --- how much a second CPU core adds --------------------------------------------------------------------------
+
+PROBE_WORKLOADS = ("matmul", "elementwise")
+
+
+def _probe_work(kind: str, repeats: int) -> None:
+    if kind == "matmul":                        # compute-bound, like the convolutions
+        a = torch.ones(512, 512) / 512
+        for _ in range(repeats):
+            a @ a
+    else:                                       # memory-bound, like the losses over upsampled logits
+        x = torch.zeros(4, 19, 128, 256)
+        for _ in range(repeats):
+            torch.exp(x, out=x).mul_(0.0)
+
+
+def _probe_process(kind: str, repeats: int, barrier, results) -> None:
+    torch.set_num_threads(1)
+    _probe_work(kind, max(1, repeats // 10))            # warm-up
+    barrier.wait()
+    begin = time.perf_counter()
+    _probe_work(kind, repeats)
+    results.put(time.perf_counter() - begin)
+
+
+def core_scaling(repeats: dict[str, int] | None = None, rounds: int = 3) -> dict:
+    """Throughput of two single-threaded processes running together, relative to one running alone, for a
+    compute-bound and a memory-bound workload: 2.0 = two independent cores; on a VM whose two vCPUs share a
+    physical core it is much less, and work moved to "the other core" (a loader process, the teacher's thread)
+    then slows the student's step. Alternates alone / together `rounds` times; medians."""
+    import multiprocessing
+    repeats = repeats or {"matmul": 400, "elementwise": 150}
+    ctx = multiprocessing.get_context("spawn")
+    out = {}
+    for kind in PROBE_WORKLOADS:
+        alone, together = [], []
+        for _ in range(rounds):
+            for processes, samples in ((1, alone), (2, together)):
+                barrier, results = ctx.Barrier(processes), ctx.Queue()
+                workers = [ctx.Process(target=_probe_process, args=(kind, repeats[kind], barrier, results))
+                           for _ in range(processes)]
+                for w in workers:
+                    w.start()
+                times = [results.get(timeout=600) for _ in workers]
+                for w in workers:
+                    w.join()
+                samples.append(max(times))
+        alone_s, together_s = statistics.median(alone), statistics.median(together)
+        out[kind] = {"alone_s": alone_s, "two_together_s": together_s, "throughput_of_two": 2 * alone_s / together_s}
+    return out
+
+
 # --- the pseudo-labelling stage against the model's pure forward ------------------------------------------
 
 def _bench_setup(scenario, workdir: Path, model_path: Path | None):
