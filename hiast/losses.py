@@ -90,38 +90,42 @@ class _FusedObjective(torch.autograd.Function):
         n_confident = conf_f.sum()
         n_ignored = confident.numel() - n_confident
         values = torch.zeros(4, dtype=logits.dtype, device=logits.device)
-        scale = torch.zeros_like(conf_f)        # per pixel: grad = p * scale - (the per-class parts below)
-        grad = torch.zeros_like(logits)
+        # per pixel [B, 1, H, W]: grad = p * scale + offset, then the per-class parts (one-hot, p log p, q)
+        scale = torch.zeros_like(conf_f)
+        offset = torch.zeros_like(conf_f)
+        per_class = []                                   # (tensor [B, C, H, W], per-pixel factor)
+        safe = None
         if w_ce:
             c_ce = w_ce / n_confident.clamp(min=1)
             safe = torch.where(confident, labels.unsqueeze(1), 0).long()
-            picked = log_p.gather(1, safe)
-            values[0] = -(picked * conf_f).sum() / n_confident.clamp(min=1)
-            scale = scale + c_ce * conf_f
-            grad.scatter_(1, safe, -c_ce * conf_f)
+            values[0] = -(log_p.gather(1, safe) * conf_f).sum() / n_confident.clamp(min=1)
+            scale += c_ce * conf_f
         if w_kld:
             c_kld = w_kld / (n_confident * num_classes).clamp(min=1)
             values[1] = -(log_p.sum(dim=1, keepdim=True) * conf_f).sum() / num_classes \
                 / (n_confident * num_classes).clamp(min=1)
-            scale = scale + c_kld * conf_f
-            grad.sub_(c_kld / num_classes * conf_f)
+            scale += c_kld * conf_f
+            offset -= (c_kld / num_classes) * conf_f
         if w_ent:
             ign_f = 1.0 - conf_f
             p_log_p = p * log_p
             neg_h = p_log_p.sum(dim=1, keepdim=True)                # -H per pixel
             c_ent = w_ent / (n_ignored * num_classes).clamp(min=1)
             values[2] = -(neg_h * ign_f).sum() / (n_ignored * num_classes).clamp(min=1)
-            # -p (log p + H) = -(p log p) + p * (-H)... i.e. grad += c_ent * (p * neg_h - p_log_p) on ignored
-            grad.sub_(p_log_p * (c_ent * ign_f))
-            scale = scale + (c_ent * ign_f) * neg_h
+            scale += (c_ent * ign_f) * neg_h                        # -p (log p + H) = p (-H) - p log p
+            per_class.append((p_log_p, -c_ent * ign_f))
         if w_cons:
             region_f = region.unsqueeze(1).to(logits.dtype)
             c_cons = w_cons / (region_f.sum() * num_classes).clamp(min=1)
             values[3] = -((teacher_probs * log_p).sum(dim=1, keepdim=True) * region_f).sum() \
                 / (region_f.sum() * num_classes).clamp(min=1)
-            scale = scale + (c_cons * region_f) * teacher_probs.sum(dim=1, keepdim=True)
-            grad.sub_(teacher_probs * (c_cons * region_f))
-        grad.addcmul_(p, scale)
+            scale += (c_cons * region_f) * teacher_probs.sum(dim=1, keepdim=True)
+            per_class.append((teacher_probs, -c_cons * region_f))
+        grad = torch.addcmul(offset, p, scale)                       # one pass writes the [B, C, H, W] result
+        for tensor, factor in per_class:
+            grad.addcmul_(tensor, factor)
+        if safe is not None:
+            grad.scatter_add_(1, safe, -c_ce * conf_f)
         weight = torch.tensor(weights, dtype=logits.dtype, device=logits.device)
         # a non-finite logit anywhere makes the total non-finite, as the taped sum's `logits.sum() * 0` does
         total = (values * weight).sum() + logits.sum() * 0.0

@@ -195,11 +195,12 @@ def train_round(student: torch.nn.Module, data: PseudoLabelledTarget, cfg: SelfT
     if cfg.source_weight and source is None:
         raise ValueError("train.source_weight > 0 needs the labelled source images (--source-manifest)")
     net = distributed.wrap(student, context, device)
-    loader = iteration_loader(data, cfg.batch_size, seed, start, cfg.iterations, cfg.workers, context)
+    loader = iteration_loader(data, cfg.batch_size, seed, start, cfg.iterations, cfg.workers, context,
+                              low_priority=cfg.overlap)
     if cfg.source_weight:
         # its own seeded stream, so that the target batches are those of a run without it
         source_batches = iteration_loader(source, cfg.batch_size, seed + 7919, start, cfg.iterations, cfg.workers,
-                                          context)
+                                          context, low_priority=cfg.overlap)
         loader = (dict(batch, source=source_batch) for batch, source_batch in zip(loader, source_batches))
     last_good = start
     # cfg.overlap: the next batch loads in a background thread and the teacher's forward runs beside the
@@ -207,7 +208,7 @@ def train_round(student: torch.nn.Module, data: PseudoLabelledTarget, cfg: SelfT
     teacher_thread = None
     with contextlib.ExitStack() as cleanup:
         if cfg.overlap:
-            loader = cleanup.enter_context(contextlib.closing(engine.prefetched(loader)))
+            loader = cleanup.enter_context(contextlib.closing(engine.prefetched(loader, nice=engine.LOADER_NICE)))
             if cfg.consistency_weight:
                 teacher_thread = cleanup.enter_context(ThreadPoolExecutor(1, thread_name_prefix="hiast-teacher"))
         flag = cleanup.enter_context(checkpoint.StopFlag())

@@ -63,13 +63,15 @@ class Augmented:
 
 
 def iteration_loader(data, batch_size: int, seed: int, start: int, stop: int, workers: int = 0,
-                     context: distributed.Context = distributed.SINGLE):
+                     context: distributed.Context = distributed.SINGLE, low_priority: bool = False):
     """Batches start..stop-1 of an iteration-addressed stream over `data` (an object with `item`); with
-    several processes, this rank's share of each global batch."""
+    several processes, this rank's share of each global batch. `low_priority`: the loader processes run at
+    a lower CPU priority (`engine.lower_priority`)."""
     sampler = IterationBatchSampler(len(data), batch_size, seed, start=start, stop=stop, rank=context.rank,
                                     world_size=context.world_size)
     return torch.utils.data.DataLoader(SeededItems(data), batch_sampler=sampler, num_workers=workers,
-                                       collate_fn=engine.collate)
+                                       collate_fn=engine.collate,
+                                       worker_init_fn=engine.lower_worker_priority if low_priority and workers else None)
 
 
 def train_supervised(model: torch.nn.Module, dataset, transform, cfg: SupervisedStage, device: torch.device,

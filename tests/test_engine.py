@@ -119,3 +119,37 @@ def test_prefetched_closed_early_stops_its_thread_and_reads_at_most_depth_ahead(
     assert 3 <= len(pulled) <= 6
     with pytest.raises(ValueError, match="depth"):
         next(engine.prefetched([1], depth=0))
+
+
+def _thread_nice() -> int:
+    import os
+    import threading
+    return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+
+class _PriorityItems:
+    """Items that report the CPU priority of whoever loads them."""
+
+    def __len__(self):
+        return 4
+
+    def item(self, index, rng):
+        return {"nice": _thread_nice()}
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "getpriority") or __import__("sys").platform != "linux",
+                    reason="per-thread priorities are Linux's")
+def test_loading_runs_at_lower_priority_only_where_asked():
+    from hiast.supervised import iteration_loader
+    base = _thread_nice()
+    expected = min(19, base + engine.LOADER_NICE)
+
+    def report():
+        yield _thread_nice()
+    assert list(engine.prefetched(report(), nice=engine.LOADER_NICE)) == [expected]
+    assert list(engine.prefetched(report())) == [base]
+    assert _thread_nice() == base                          # the training thread keeps its priority
+    for low, nice in ((True, expected), (False, base)):
+        batches = list(iteration_loader(_PriorityItems(), 2, seed=0, start=0, stop=2, workers=1, low_priority=low))
+        assert [int(v) for b in batches for v in b["nice"]] == [nice] * 4
+    assert _thread_nice() == base
