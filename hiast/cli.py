@@ -51,14 +51,32 @@ def _cmd_bench_ias(args: argparse.Namespace) -> None:
           f"{100 * result['label_agreement_vs_official']:.3f}%")
 
 
+def load_scenario_every_round(path: Path, settings: list[str]):
+    """The scenario file with ["train.workers=1", ...] set in every round (values read as YAML)."""
+    import yaml
+
+    from hiast.config import ConfigError, build, load_yaml
+    from hiast.scenario import Scenario
+    from hiast.workflow import EVERY_ROUND, apply_smoke
+    sections: dict[str, dict] = {}
+    for setting in settings:
+        key, sep, value = setting.partition("=")
+        section, dot, name = key.strip().partition(".")
+        if not sep or not dot or not name:
+            raise ConfigError(f"--every-round {setting!r}: expected SECTION.KEY=VALUE, e.g. train.workers=1")
+        sections.setdefault(section, {})[name] = yaml.safe_load(value)
+    raw = apply_smoke(load_yaml(path), {EVERY_ROUND: sections} if sections else None)
+    raw.setdefault("name", Path(path).stem)
+    return build(Scenario, raw, where=str(path))
+
+
 def _cmd_bench_stage(args: argparse.Namespace) -> None:
     import tempfile
 
     import torch
     from hiast import speed
-    from hiast.scenario import load_scenario
     torch.set_num_threads(args.threads)
-    scenario = load_scenario(args.scenario)
+    scenario = load_scenario_every_round(args.scenario, args.every_round)
     with tempfile.TemporaryDirectory(prefix="hiast-bench-") as tmp:
         if args.bench == "pseudo":
             result = speed.pseudo_stage_speed(scenario, Path(tmp), args.model, args.max_images, args.device)
@@ -79,8 +97,11 @@ def _cmd_bench_stage(args: argparse.Namespace) -> None:
                        f"share of it {1000 * result['student_objective_s']:.0f} ms (taped "
                        f"{1000 * result['student_objective_taped_s']:.0f}, fused "
                        f"{1000 * result['student_objective_fused_s']:.0f}); steady state, the round's setup "
-                       f"{result['round_setup_s']:.1f} s apart; largest extra operators over "
-                       f"the bare step (ms): " + ", ".join(f"{r['op']} {r['ms']:+.1f}"
+                       f"{result['round_setup_s']:.1f} s apart; two single-threaded processes together did "
+                       + ", ".join(f"{v['throughput_of_two']:.2f}x one's {k} work"
+                                   for k, v in result["core_scaling"].items())
+                       + "; largest extra operators over "
+                       "the bare step (ms): " + ", ".join(f"{r['op']} {r['ms']:+.1f}"
                                                            for r in result["profile_objective_minus_bare_ms"][:5]))
     speed.write_json(result, args.output)
     print(summary)
@@ -463,6 +484,9 @@ def build_parser() -> argparse.ArgumentParser:
             stage.add_argument("--iterations", type=int, default=20)
             stage.add_argument("--repeats", type=int, default=3,
                                help="alternate the whole-iteration and bare timings this many times; medians")
+        stage.add_argument("--every-round", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                           help="set a round option in every round, e.g. train.workers=1 (YAML value; "
+                                "repeatable)")
         stage.set_defaults(func=_cmd_bench_stage)
     shards = bench_sub.add_parser(
         "shards", help="sharded pseudo-labelling (K processes, then the IAS pass) against one process",

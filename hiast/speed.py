@@ -405,7 +405,7 @@ def train_step_speed(scenario, workdir: Path, model_path: Path | None = None, it
             "ratio": whole / median["bare"], "iteration_serial_s": median["serial"],
             "iteration_overlap_s": median["overlap"], "ratio_serial": median["serial"] / median["bare"],
             "ratio_overlap": median["overlap"] / median["bare"],
-            "samples_s": samples, **parts, "machine": machine()}
+            "samples_s": samples, **parts, "core_scaling": core_scaling(), "machine": machine()}
 
 
 def _profile_difference(step, baseline, iterations: int, top: int = 12) -> list[dict]:

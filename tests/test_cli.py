@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -49,3 +50,21 @@ def test_manifest_error_exit_code(tmp_path, capsys):
     (root / "labels" / "00001.png").unlink()
     assert main(["manifest", "gta5", str(root), str(tmp_path / "m.csv")]) == 2
     assert "image without label" in capsys.readouterr().err
+
+
+def test_bench_every_round_sets_a_key_in_each_round_and_keeps_the_rest():
+    from hiast.cli import load_scenario_every_round
+    from hiast.config import ConfigError
+    from hiast.scenario import load_scenario
+    path = Path(__file__).resolve().parents[1] / "config" / "scenarios" / "synthetic_gta5_to_cityscapes.yaml"
+    plain = load_scenario(path)
+    fast = load_scenario_every_round(path, ["train.fused_objective=true", "train.workers=1", "pseudo.alpha=0.2"])
+    assert len(fast.rounds) == len(plain.rounds) == 3
+    for before, after in zip(plain.rounds, fast.rounds):
+        assert after.train.fused_objective is True and after.train.workers == 1 and after.pseudo.alpha == 0.2
+        assert after.train.lr == before.train.lr                  # the round's own settings stay
+    assert load_scenario_every_round(path, []) == plain
+    with pytest.raises(ConfigError, match="SECTION.KEY=VALUE"):
+        load_scenario_every_round(path, ["workers=1"])
+    with pytest.raises(ConfigError, match="fused_objectiv"):
+        load_scenario_every_round(path, ["train.fused_objectiv=true"])

@@ -40,8 +40,10 @@ def test_instance_arrays_look_like_model_outputs():
         speed.instance_arrays(4, 4, num_classes=30)
 
 
-def test_stage_benchmarks_run_on_the_tiny_benchmark(tiny_benchmark, tmp_path):
+def test_stage_benchmarks_run_on_the_tiny_benchmark(tiny_benchmark, tmp_path, monkeypatch):
     from fixtures import tiny_scenario
+    probe = speed.core_scaling
+    monkeypatch.setattr(speed, "core_scaling", lambda: probe({"matmul": 2, "elementwise": 2}, rounds=1))
     scenario = tiny_scenario(tiny_benchmark)
     result = speed.pseudo_stage_speed(scenario, tmp_path / "p")
     assert result["images"] == 8 and result["inference_size"] == [48, 96]
@@ -55,6 +57,7 @@ def test_stage_benchmarks_run_on_the_tiny_benchmark(tiny_benchmark, tmp_path):
     assert train["ratio"] == pytest.approx(train["iteration_s"] / train["bare_fwd_bwd_s"])
     assert train["ratio_overlap"] == pytest.approx(train["iteration_overlap_s"] / train["bare_fwd_bwd_s"])
     assert train["iteration_s"] == train["iteration_serial_s" if not train["overlap"] else "iteration_overlap_s"]
+    assert set(train["core_scaling"]) == set(speed.PROBE_WORKLOADS)
     assert {"data_loading_s", "teacher_forward_s", "ema_s", "full_objective_fwd_bwd_s", "student_objective_s"} <= set(train)
     profile = train["profile_objective_minus_bare_ms"]
     assert profile and {"op", "ms", "ms_in_step"} <= set(profile[0])
@@ -119,3 +122,11 @@ def test_rule_runtimes_names_a_broken_file_and_an_empty_results_folder(tmp_path)
     bad.write_text("nothing useful\n")
     with pytest.raises(ValueError, match="warmup.tsv: not a Snakemake benchmark file"):
         speed.rule_runtimes(tmp_path)
+
+
+def test_core_scaling_times_one_process_then_two_together():
+    result = speed.core_scaling({"matmul": 3, "elementwise": 2}, rounds=1)
+    assert set(result) == set(speed.PROBE_WORKLOADS)
+    for figures in result.values():
+        assert figures["alone_s"] > 0 and figures["two_together_s"] > 0
+        assert figures["throughput_of_two"] == pytest.approx(2 * figures["alone_s"] / figures["two_together_s"])
