@@ -141,10 +141,10 @@ class SelfTrainConfig:
     ema_momentum: float = field(0.999, low=0, high=1)
     strong_view: bool = True                    # the student sees the CCA view for every loss
     workers: int = field(0, low=0)
-    # Execution only (the numbers do not change, bit for bit): load the next batch in a background thread
-    # and run the teacher's forward beside the student's. Not in the official code. It needs a core the
-    # student's step leaves free (on the 2-core CPU machine the gain is within the noise: BENCHMARKS.md);
-    # false = the plain serial loop.
+    # Execution only (the numbers do not change, bit for bit): load the next batch in a background thread (or
+    # the `workers` processes), at a lower CPU priority, and run the teacher's forward beside the student's.
+    # Not in the official code. With `workers: 1` and `fused_objective: true` it brings the 2-core machine's
+    # iteration to ~1.1-1.2x a bare forward/backward (BENCHMARKS.md); false = the plain serial loop.
     overlap: bool = True
     # BatchNorm running statistics during the round. "student" (the official code): updated by the student's
     # forward in train mode, on the strong views, and copied by the EMA teacher. Not in HIAST: "frozen" keeps

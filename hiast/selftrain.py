@@ -203,8 +203,9 @@ def train_round(student: torch.nn.Module, data: PseudoLabelledTarget, cfg: SelfT
                                           context, low_priority=cfg.overlap)
         loader = (dict(batch, source=source_batch) for batch, source_batch in zip(loader, source_batches))
     last_good = start
-    # cfg.overlap: the next batch loads in a background thread and the teacher's forward runs beside the
-    # student's (both need only the current weights), so the step's compute hides them; same numbers.
+    # cfg.overlap: the next batch loads in a background thread (and loader processes) at a lower CPU priority,
+    # and the teacher's forward runs beside the student's (both need only the current weights), so the step's
+    # compute hides them; same numbers.
     teacher_thread = None
     with contextlib.ExitStack() as cleanup:
         if cfg.overlap:

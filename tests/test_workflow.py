@@ -203,20 +203,20 @@ def test_sharded_pseudo_labels_through_the_workflow_are_byte_identical(smoke_pro
 
 
 def test_experiments_config_plans_shared_warmups_oracles_and_the_seed_table(tmp_path):
-    """config/experiments.yaml: 52 runs, but one warm-up per scenario and seed is trained (3 x 3) and the 43
+    """config/experiments.yaml: 55 runs, but one warm-up per scenario and seed is trained (3 x 3) and the 46
     ablation/grid/diagnosis variants copy theirs; one oracle per scenario file; results/experiments.md. Only the
     source_term runs' training jobs read the source manifest."""
     result = run_snakemake("-n", "-p", "--configfile", "config/config.yaml", "config/experiments.yaml",
                            "--config", f"results={tmp_path}/results")
     counts = job_counts(result.stdout)
-    assert counts["warmup"] == 52 and counts["oracle"] == 3 and counts["experiments_table"] == 1
+    assert counts["warmup"] == 55 and counts["oracle"] == 3 and counts["experiments_table"] == 1
     warmups = [line for line in result.stdout.splitlines() if " -m hiast warmup " in line]
     copies = [line for line in warmups if "--copy-from" in line]
-    assert len(warmups) == 52 and len(copies) == 43
+    assert len(warmups) == 55 and len(copies) == 46
     results = f"{tmp_path}/results"
     trains = [line for line in result.stdout.splitlines() if " -m hiast train " in line]
     with_source = [line for line in trains if "--source-manifest" in line]
-    assert len(trains) == 52 * 3 and len(with_source) == 6
+    assert len(trains) == 55 * 3 and len(with_source) == 6
     for run in ("source_term", "lr_x10+source_term"):
         manifest = f"--source-manifest {results}/synthetic_gta5_to_cityscapes@{run}/manifests/source.csv"
         assert sum(manifest in line for line in with_source) == 3
