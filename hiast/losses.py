@@ -96,29 +96,31 @@ class _FusedObjective(torch.autograd.Function):
         per_class = []                                   # (tensor [B, C, H, W], per-pixel factor)
         safe = None
         if w_ce:
-            c_ce = w_ce / n_confident.clamp(min=1)
+            divisor = n_confident.clamp(min=1)
+            c_ce = w_ce / divisor
             safe = torch.where(confident, labels.unsqueeze(1), 0).long()
-            values[0] = -(log_p.gather(1, safe) * conf_f).sum() / n_confident.clamp(min=1)
+            values[0] = -(log_p.gather(1, safe) * conf_f).sum() / divisor
             scale += c_ce * conf_f
         if w_kld:
-            c_kld = w_kld / (n_confident * num_classes).clamp(min=1)
-            values[1] = -(log_p.sum(dim=1, keepdim=True) * conf_f).sum() / num_classes \
-                / (n_confident * num_classes).clamp(min=1)
+            divisor = (n_confident * num_classes).clamp(min=1)
+            c_kld = w_kld / divisor
+            values[1] = -(log_p.sum(dim=1, keepdim=True) * conf_f).sum() / num_classes / divisor
             scale += c_kld * conf_f
             offset -= (c_kld / num_classes) * conf_f
         if w_ent:
+            divisor = (n_ignored * num_classes).clamp(min=1)
             ign_f = 1.0 - conf_f
             p_log_p = p * log_p
             neg_h = p_log_p.sum(dim=1, keepdim=True)                # -H per pixel
-            c_ent = w_ent / (n_ignored * num_classes).clamp(min=1)
-            values[2] = -(neg_h * ign_f).sum() / (n_ignored * num_classes).clamp(min=1)
+            c_ent = w_ent / divisor
+            values[2] = -(neg_h * ign_f).sum() / divisor
             scale += (c_ent * ign_f) * neg_h                        # -p (log p + H) = p (-H) - p log p
             per_class.append((p_log_p, -c_ent * ign_f))
         if w_cons:
             region_f = region.unsqueeze(1).to(logits.dtype)
-            c_cons = w_cons / (region_f.sum() * num_classes).clamp(min=1)
-            values[3] = -((teacher_probs * log_p).sum(dim=1, keepdim=True) * region_f).sum() \
-                / (region_f.sum() * num_classes).clamp(min=1)
+            divisor = (region_f.sum() * num_classes).clamp(min=1)
+            c_cons = w_cons / divisor
+            values[3] = -((teacher_probs * log_p).sum(dim=1, keepdim=True) * region_f).sum() / divisor
             scale += (c_cons * region_f) * teacher_probs.sum(dim=1, keepdim=True)
             per_class.append((teacher_probs, -c_cons * region_f))
         grad = torch.addcmul(offset, p, scale)                       # one pass writes the [B, C, H, W] result

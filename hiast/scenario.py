@@ -143,8 +143,9 @@ class SelfTrainConfig:
     workers: int = field(0, low=0)
     # Execution only (the numbers do not change, bit for bit): load the next batch in a background thread (or
     # the `workers` processes), at a lower CPU priority, and run the teacher's forward beside the student's.
-    # Not in the official code. With `workers: 1` and `fused_objective: true` it brings the 2-core machine's
-    # iteration to ~1.1-1.2x a bare forward/backward (BENCHMARKS.md); false = the plain serial loop.
+    # Not in the official code. On the 2-core machine the iteration measured 1.13-1.72x a bare forward/backward
+    # (median 1.28 with `workers: 1` and `fused_objective: true`, 1.34 without; BENCHMARKS.md); false = the
+    # plain serial loop.
     overlap: bool = True
     # BatchNorm running statistics during the round. "student" (the official code): updated by the student's
     # forward in train mode, on the strong views, and copied by the EMA teacher. Not in HIAST: "frozen" keeps
@@ -152,8 +153,8 @@ class SelfTrainConfig:
     # (AdaBN, as pseudo.bn_statistics: target does for the labeller), then keeps them frozen.
     bn_statistics: str = field("student", choices=("student", "frozen", "target"))
     # Execution only (the same sums, rounded differently: ~1e-7 relative): true computes the four losses and
-    # their gradient in one hand-written pass (losses.fused_objective) instead of autograd's tape of ~25
-    # elementwise operators over the upsampled logits. false = the official code's way, and the default so
+    # their gradient by hand (losses.fused_objective, ~12 elementwise passes) instead of autograd's tape of ~25
+    # over the upsampled logits. false = the official code's way, and the default so
     # that earlier results replay bit for bit.
     fused_objective: bool = False
     log_every: int = field(100, low=0)

@@ -127,12 +127,10 @@ class StepLosses:
 def student_losses(student_logits: torch.Tensor, labels: torch.Tensor, teacher_probs: torch.Tensor | None,
                    cfg: SelfTrainConfig) -> StepLosses:
     """The HIAST objective on logits already upsampled to the labels' size."""
-    if cfg.fused_objective:
-        use_teacher = bool(cfg.consistency_weight) and teacher_probs is not None
-        total, values = losses.fused_objective(
-            student_logits, labels, teacher_probs if use_teacher else None,
-            region_mask(labels, cfg.consistency_region) if use_teacher else None,
-            cfg.ce_weight, cfg.kld_weight, cfg.entropy_weight, cfg.consistency_weight if use_teacher else 0.0)
+    if cfg.fused_objective:    # no teacher (or region): fused_objective drops the consistency term itself
+        region = region_mask(labels, cfg.consistency_region) if cfg.consistency_weight else None
+        total, values = losses.fused_objective(student_logits, labels, teacher_probs, region, cfg.ce_weight,
+                                               cfg.kld_weight, cfg.entropy_weight, cfg.consistency_weight)
         return StepLosses(total, {k: float(v) for k, v in values.items()})
     confident = labels != IGNORE
     terms = {}

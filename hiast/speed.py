@@ -390,7 +390,7 @@ def train_step_speed(scenario, workdir: Path, model_path: Path | None = None, it
     median = {key: statistics.median(values) for key, values in samples.items()}
     median["student_objective"] = median[f"student_objective_{'fused' if cfg.fused_objective else 'taped'}"]
     whole = median["overlap" if cfg.overlap else "serial"]
-    parts = {"round_setup_s": round_time(cfg.overlap, 1) - median["overlap" if cfg.overlap else "serial"],
+    parts = {"round_setup_s": round_time(cfg.overlap, 1) - whole,
              "data_loading_s": loading, "teacher_forward_s": timed(teacher_forward),
              "ema_s": timed(lambda k: ema_update(teacher, student, cfg.ema_momentum)),
              "full_objective_fwd_bwd_s": timed(with_losses), "student_objective_s": median["student_objective"],

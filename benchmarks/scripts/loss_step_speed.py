@@ -4,6 +4,8 @@ upsampled to 128x256, channels_last like the model's output). Prints the medians
 
 HIAST_MALLOC=default python benchmarks/scripts/loss_step_speed.py   # glibc's own malloc settings
 python benchmarks/scripts/loss_step_speed.py --profile             # + per-operator table by input shape
+python benchmarks/scripts/loss_step_speed.py --operators           # + single operators on that shape in a
+                                                                   #   tight loop, where freed memory is reused
 """
 import statistics
 import sys
@@ -53,3 +55,15 @@ if "--profile" in sys.argv:
                 step(fused)
         print("fused" if fused else "taped", "(5 steps)")
         print(prof.key_averages(group_by_input_shape=True).table(sort_by="self_cpu_time_total", row_limit=14))
+if "--operators" in sys.argv:
+    a, b = torch.rand(B, C, H, W), torch.rand(B, C, H, W)
+
+    def per_call(fn, n: int = 50) -> float:
+        fn()
+        begin = time.perf_counter()
+        for _ in range(n):
+            fn()
+        return round((time.perf_counter() - begin) / n * 1000, 2)
+    for _ in range(2):
+        print("ms per call:", {"mul": per_call(lambda: a * b), "exp": per_call(lambda: a.exp()),
+                               "zeros_like": per_call(lambda: torch.zeros_like(a))})
