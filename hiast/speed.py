@@ -157,10 +157,35 @@ def _synced(fn, *args):
     return out
 
 
+# The instruction sets that decide which oneDNN kernels run bf16 / fp32 convolutions on a CPU: two CPUs that
+# differ here round differently, so the same seed gives other numbers (BENCHMARKS.md, "The whole default run").
+KERNEL_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+
+
+def cpu_info(cpuinfo: str | None = None) -> dict:
+    """{"cpu_model", "cpu_flags"} from /proc/cpuinfo (or its text): the first processor's model name and which
+    of KERNEL_FLAGS it has; None where the file is missing (not Linux)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return {"cpu_model": None, "cpu_flags": None}
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        if not line.strip():
+            if fields:
+                break                      # the first processor's block is enough
+            continue
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    flags = set(fields.get("flags", "").split())
+    return {"cpu_model": fields.get("model name"), "cpu_flags": [f for f in KERNEL_FLAGS if f in flags]}
+
+
 def machine() -> dict:
     import os
     return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpus": os.cpu_count(), "torch": torch.__version__,
+            "cpus": os.cpu_count(), **cpu_info(), "torch": torch.__version__,
             "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
 
 

@@ -130,3 +130,19 @@ def test_core_scaling_times_one_process_then_two_together():
     for figures in result.values():
         assert figures["alone_s"] > 0 and figures["two_together_s"] > 0
         assert figures["throughput_of_two"] == pytest.approx(2 * figures["alone_s"] / figures["two_together_s"])
+
+
+def test_cpu_info_reads_the_first_processors_model_and_kernel_flags():
+    cpuinfo = ("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 9R14\n"
+               "flags\t\t: fpu sse avx2 avx512f avx512_bf16 avx512_vnni\n\n"
+               "processor\t: 1\nmodel name\t: Other CPU\nflags\t\t: amx_tile amx_bf16\n")
+    assert speed.cpu_info(cpuinfo) == {"cpu_model": "AMD EPYC 9R14", "cpu_flags": ["avx2", "avx512f", "avx512_bf16"]}
+    intel = "model name : Intel Xeon\nflags : avx2 avx512f avx512_bf16 amx_bf16 amx_tile amx_int8\n"
+    assert speed.cpu_info(intel)["cpu_flags"] == ["avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"]
+    assert speed.cpu_info("") == {"cpu_model": None, "cpu_flags": []}
+
+
+def test_machine_records_the_cpu_next_to_the_platform():
+    record = speed.machine()
+    assert {"platform", "cpus", "cpu_model", "cpu_flags", "torch"} <= set(record)
+    assert record["cpu_flags"] is None or set(record["cpu_flags"]) <= set(speed.KERNEL_FLAGS)
