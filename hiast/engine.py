@@ -106,6 +106,16 @@ def lower_priority(increment: int = LOADER_NICE) -> bool:
     return True
 
 
+def spare_core() -> bool:
+    """True when this process's torch threads leave at least one of the CPUs it may run on free: a helper
+    thread (decoding ahead) then runs beside the compute instead of taking CPU time from it."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:            # not Linux
+        cpus = os.cpu_count() or 1
+    return torch.get_num_threads() < cpus
+
+
 def lower_worker_priority(worker_id: int) -> None:
     """DataLoader `worker_init_fn`: loader processes run at `LOADER_NICE`."""
     lower_priority(LOADER_NICE)

@@ -129,11 +129,16 @@ def infer(model: torch.nn.Module, data, indices, input_size, device, images=None
 
 
 def _instance_images(data, groups, workers: int):
-    """uint8 image batches, one per instance, decoded by `workers` loader processes ahead of the model."""
+    """uint8 image batches, one per instance, decoded ahead of the model by `workers` loader processes, or
+    with none, by a background thread at a low priority where torch's threads leave a CPU free. Why only
+    then: decoding is ~7% of the stage at 1 thread and hides on the free CPU; beside a forward that uses
+    every CPU the thread only takes time from it (BENCHMARKS.md, "The pseudo-labelling stage")."""
     loader = torch.utils.data.DataLoader(ImagesOnly(data), batch_sampler=[[int(i) for i in g] for g in groups],
                                          num_workers=workers, collate_fn=engine.collate)
-    for batch in loader:
-        yield batch["image"]
+    batches = (batch["image"] for batch in loader)
+    if workers == 0 and engine.spare_core():
+        return engine.prefetched(batches, nice=engine.LOADER_NICE)
+    return batches
 
 
 def _labelling_setup(scenario: Scenario, round_number: int, manifest_path: Path):

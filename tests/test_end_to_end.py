@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
-from hiast import h5io, pseudo, stages
+from hiast import engine, h5io, pseudo, stages
 from hiast.checkpoint import Interrupted
 from fixtures import DEVICE, tiny_scenario
 
@@ -258,6 +258,30 @@ def test_loader_workers_for_pseudo_labels_change_nothing(tiny_run):
     with h5py.File(out / "pl.h5") as one, h5py.File(out / "pl_workers.h5") as two:
         for name in ("labels", "thresholds", "pixel_counts"):
             assert one[name][()].tobytes() == two[name][()].tobytes(), name
+
+
+def test_pseudo_labels_decoded_ahead_in_a_thread_change_nothing(tiny_run, tmp_path, monkeypatch):
+    """With a free CPU the images are decoded by a background thread (engine.prefetched), without one in
+    the loop itself: byte-identical labels, thresholds and counts either way."""
+    import h5py
+    scenario, out, _ = tiny_run
+    calls = []
+    real_prefetched = engine.prefetched
+
+    def counted(*args, **kwargs):
+        calls.append(kwargs.get("nice"))
+        return real_prefetched(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "prefetched", counted)
+    arrays = {}
+    for spare in (False, True):
+        monkeypatch.setattr(engine, "spare_core", lambda spare=spare: spare)
+        path = tmp_path / f"pl_{spare}.h5"
+        stages.pseudo_labels(scenario, 1, out / "warmup.pt", out / "target.csv", path, DEVICE)
+        with h5py.File(path) as f:
+            arrays[spare] = {name: f[name][()].tobytes() for name in ("labels", "thresholds", "pixel_counts")}
+        assert calls == ([engine.LOADER_NICE] if spare else []), "the thread decodes only where a CPU is free"
+    assert arrays[False] == arrays[True]
 
 
 def test_oracle_trains_on_target_labels_and_evaluates(tiny_run, tmp_path):

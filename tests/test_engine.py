@@ -153,3 +153,17 @@ def test_loading_runs_at_lower_priority_only_where_asked():
         batches = list(iteration_loader(_PriorityItems(), 2, seed=0, start=0, stop=2, workers=1, low_priority=low))
         assert [int(v) for b in batches for v in b["nice"]] == [nice] * 4
     assert _thread_nice() == base
+
+
+def test_spare_core_compares_torch_threads_with_the_cpus_the_process_may_use(monkeypatch):
+    monkeypatch.setattr(engine.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert engine.spare_core()
+        torch.set_num_threads(2)
+        assert not engine.spare_core()
+        monkeypatch.setattr(engine.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+        assert engine.spare_core()
+    finally:
+        torch.set_num_threads(threads)
