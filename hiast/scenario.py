@@ -103,7 +103,7 @@ class PseudoConfig:
     cbst_p: float = field(0.2, low=0, high=1, low_open=True)
     cbst_sample_interval: int = field(4, low=1)
     class_conf_momentum: float = field(0.99, low=0, high=1)
-    workers: int = field(0, low=0)              # loader processes decoding images ahead of the model
+    workers: int = field(0, low=0)              # loader processes decoding images ahead (0: a thread, if a CPU is free)
     shards: int = field(1, low=1)               # parallel inference shards
     input_scale: float = field(0.75, low=0, low_open=True)  # inference size = 768x1536 at 1024 rows
     # Not in HIAST: "target" re-estimates the labelling model's BatchNorm statistics on target train crops
@@ -144,8 +144,8 @@ class SelfTrainConfig:
     # Execution only (the numbers do not change, bit for bit): load the next batch in a background thread (or
     # the `workers` processes), at a lower CPU priority, and run the teacher's forward beside the student's.
     # Not in the official code. On the 2-core machine the iteration measured 1.13-1.72x a bare forward/backward
-    # (median 1.28 with `workers: 1` and `fused_objective: true`, 1.34 without; BENCHMARKS.md); false = the
-    # plain serial loop.
+    # on one CPU (median 1.28 with `workers: 1` and `fused_objective: true`, 1.34 without) and 1.13 (1.06-1.08
+    # with those two) on another (BENCHMARKS.md); false = the plain serial loop.
     overlap: bool = True
     # BatchNorm running statistics during the round. "student" (the official code): updated by the student's
     # forward in train mode, on the strong views, and copied by the EMA teacher. Not in HIAST: "frozen" keeps
