@@ -144,7 +144,7 @@ class SelfTrainConfig:
     # Execution only (the numbers do not change, bit for bit): load the next batch in a background thread (or
     # the `workers` processes), at a lower CPU priority, and run the teacher's forward beside the student's.
     # Not in the official code. On the 2-core machine the iteration measured 1.13-1.72x a bare forward/backward
-    # on one CPU (median 1.28 with `workers: 1` and `fused_objective: true`, 1.34 without) and 1.13 (1.06-1.08
+    # on one CPU (median 1.28 with `workers: 1` and `fused_objective: true`, 1.34 without) and 1.09-1.13 (1.04-1.08
     # with those two) on another (BENCHMARKS.md); false = the plain serial loop.
     overlap: bool = True
     # BatchNorm running statistics during the round. "student" (the official code): updated by the student's
