@@ -17,7 +17,6 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import png
 import torch
 from PIL import Image
 from torchvision.io import ImageReadMode, decode_image, decode_png
@@ -139,6 +138,7 @@ def write_png16(path: str | os.PathLike, array: np.ndarray) -> None:
     height, width, channels = array.shape
     if channels != 3:
         raise ValueError(f"{path}: 16-bit label PNGs have 3 channels, got {channels}")
+    import png  # here, not at the top: only the writers of SYNTHIA-style labels need pypng (a GPU node may lack it)
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         writer = png.Writer(width=width, height=height, bitdepth=16, greyscale=False)
         writer.write_array(handle, np.ascontiguousarray(array, dtype=np.uint16).reshape(-1))
