@@ -131,6 +131,16 @@ def pseudo_speed(precision: str, channels_last: bool, instances: int = 10, size:
             "ias_share_bar_met": ias_s / forward_s <= IAS_SHARE_BAR}
 
 
+def _cudnn_conv_fp32_precision() -> str:
+    """"tf32" or "ieee": torch >= 2.9 says it per operator kind (cudnn.conv.fp32_precision), older ones with
+    one flag (cudnn.allow_tf32). Only read here, never set, so the two APIs are never mixed."""
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    precision = getattr(conv, "fp32_precision", None)
+    if precision in ("tf32", "ieee"):
+        return precision
+    return "tf32" if torch.backends.cudnn.allow_tf32 else "ieee"
+
+
 def run(device: str | torch.device = "cuda", train_size: tuple[int, int] = (512, 1024),
         pseudo_size: tuple[int, int] = (768, 1536), iterations: int = 20, instances: int = 10,
         matmul_n: int = 8192, backbone: str = "resnet101") -> dict:
@@ -140,9 +150,10 @@ def run(device: str | torch.device = "cuda", train_size: tuple[int, int] = (512,
         raise SystemExit("hiast bench gpu: no CUDA device here; run it on a GPU node")
     begin = time.perf_counter()
     # The arithmetic torch's defaults give "fp32" convolutions: TF32 where cuDNN allows it (the default).
-    conv_tf32 = device.type == "cuda" and torch.backends.cudnn.allow_tf32
+    conv_precision = _cudnn_conv_fp32_precision()
+    conv_tf32 = device.type == "cuda" and conv_precision == "tf32"
     result = {"machine": machine(), "device": str(device),
-              "settings": {"cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+              "settings": {"cudnn_conv_fp32_precision": conv_precision,
                            "cudnn_benchmark": torch.backends.cudnn.benchmark, "iterations": iterations,
                            "instances": instances, "matmul_n": matmul_n},
               "matmul_tflops": {"fp32": matmul_tflops(torch.float32, n=matmul_n, device=device),

@@ -65,3 +65,14 @@ def test_the_gpu_benchmark_imports_without_pypng():
     code = ("import sys, hiast.cli, hiast.gpubench, hiast.speed, hiast.imageio; "
             "sys.exit('png' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_the_convolutions_fp32_arithmetic_is_read_from_either_api(monkeypatch):
+    from types import SimpleNamespace
+    new_api = SimpleNamespace(conv=SimpleNamespace(fp32_precision="ieee"), allow_tf32=True)
+    monkeypatch.setattr(torch.backends, "cudnn", new_api)
+    assert gpubench._cudnn_conv_fp32_precision() == "ieee"  # the per-operator setting wins
+    new_api.conv.fp32_precision = "none"                     # not set: the legacy flag decides
+    assert gpubench._cudnn_conv_fp32_precision() == "tf32"
+    monkeypatch.setattr(torch.backends, "cudnn", SimpleNamespace(allow_tf32=False))  # torch < 2.9
+    assert gpubench._cudnn_conv_fp32_precision() == "ieee"
