@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import logging
 import os
 import queue
 import random
 import sys
 import threading
-from typing import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -164,6 +167,39 @@ def prefetched(iterable, depth: int = 2, nice: int = 0) -> Iterator:
     finally:
         stop.set()
         thread.join()
+
+
+@contextlib.contextmanager
+def torch_threads(count: int):
+    """torch's intra-op thread count set to `count` inside the block, and back to what it was after."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def mapped_in_streams(fn: Callable, items: Iterable, streams: int, lookahead: int = 2) -> Iterator:
+    """fn(item) for each item, in the items' order, computed by `streams` threads side by side, each running
+    torch's operators on one thread (torch is set to one intra-op thread for the generator's life). Each
+    result is therefore the one-thread result, bit for bit, whatever `streams` is. `items` is consumed in
+    the caller's thread, at most `lookahead * streams` ahead of what was yielded; an exception of `fn` is
+    raised here, at its item. Closing the generator early waits for the calls in flight."""
+    if streams < 1 or lookahead < 1:
+        raise ValueError(f"streams and lookahead: expected >= 1, got {streams} and {lookahead}")
+    with torch_threads(1), ThreadPoolExecutor(streams, thread_name_prefix="hiast-stream") as pool:
+        pending: collections.deque = collections.deque()
+        try:
+            for item in items:
+                pending.append(pool.submit(fn, item))
+                if len(pending) >= lookahead * streams:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
 
 
 def to_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:

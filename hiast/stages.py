@@ -6,6 +6,7 @@ rerun would trust. Training stages keep their resumable state under a `state` fo
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 
@@ -131,14 +132,35 @@ def infer(model: torch.nn.Module, data, indices, input_size, device, images=None
 def _instance_images(data, groups, workers: int):
     """uint8 image batches, one per instance, decoded ahead of the model by `workers` loader processes, or
     with none, by a background thread at a low priority where torch's threads leave a CPU free. Why only
-    then: decoding is ~7% of the stage at 1 thread and hides on the free CPU; beside a forward that uses
-    every CPU the thread only takes time from it (BENCHMARKS.md, "The pseudo-labelling stage")."""
+    then: decoding is ~7% of the stage at 1 thread and hides on the free CPU; beside forwards that use
+    every CPU the thread only takes time from them, and the caller's thread decodes while the `inferred`
+    streams compute (BENCHMARKS.md, "The pseudo-labelling stage")."""
     loader = torch.utils.data.DataLoader(ImagesOnly(data), batch_sampler=[[int(i) for i in g] for g in groups],
                                          num_workers=workers, collate_fn=engine.collate)
     batches = (batch["image"] for batch in loader)
     if workers == 0 and engine.spare_core():
         return engine.prefetched(batches, nice=engine.LOADER_NICE)
     return batches
+
+
+def forward_streams(device: torch.device) -> int:
+    """How many labeller forwards run side by side: on a CPU one per torch thread, each on one thread (the
+    labels are then the same at any thread count, and on 2 cores the stage was faster than one forward on 2
+    threads: BENCHMARKS.md, "The pseudo-labelling stage"); on a GPU one."""
+    return torch.get_num_threads() if device.type == "cpu" else 1
+
+
+def inferred(model: torch.nn.Module, data, groups, batches, size, device: torch.device):
+    """`infer` over the instances `groups` with their image `batches`: (group, conf, pred) per instance, in
+    order, from `forward_streams(device)` streams. Close it (or run it to its end) to restore torch's thread
+    count."""
+    def labelled(pair):
+        group, images = pair
+        return (group, *infer(model, data, group, size, device, images))
+
+    streams = forward_streams(device)
+    pairs = zip(groups, batches)
+    yield from map(labelled, pairs) if streams == 1 else engine.mapped_in_streams(labelled, pairs, streams)
 
 
 def _labelling_setup(scenario: Scenario, round_number: int, manifest_path: Path):
@@ -182,13 +204,13 @@ def pseudo_shard(scenario: Scenario, round_number: int, model_path: Path, manife
                                  f"pseudo-label inference shard {shard}")
     with h5io.model_outputs_writer(output, image_index, size[0], size[1], attrs) as write:
         position = 0
-        batches = _instance_images(data, groups, cfg.workers)
-        for group, images in zip(engine.progress(groups, f"pseudo-label inference round {round_number} shard {shard}"),
-                                 batches):
-            conf, pred = infer(model, data, group, size, device, images)
-            for k in range(len(group)):
-                write(position, conf[k].cpu().numpy(), pred[k].cpu().numpy())
-                position += 1
+        outputs = inferred(model, data, groups, _instance_images(data, groups, cfg.workers), size, device)
+        with contextlib.closing(outputs):
+            for group, conf, pred in engine.progress(outputs, f"pseudo-label inference round {round_number} "
+                                                     f"shard {shard}", total=len(groups)):
+                for k in range(len(group)):
+                    write(position, conf[k].cpu().numpy(), pred[k].cpu().numpy())
+                    position += 1
 
 
 def pseudo_labels(scenario: Scenario, round_number: int, model_path: Path, manifest_path: Path, output: Path,
@@ -211,8 +233,9 @@ def pseudo_labels(scenario: Scenario, round_number: int, model_path: Path, manif
         model = labelling_model(scenario, round_number, model_path, rows, device)
 
         def stream():
-            for group, images in zip(order, _instance_images(data, order, cfg.workers)):
-                yield (group, *infer(model, data, group, size, device, images))
+            with contextlib.closing(inferred(model, data, order, _instance_images(data, order, cfg.workers),
+                                             size, device)) as outputs:
+                yield from outputs
     if cfg.policy == "CBST":
         init = cbst_pass(stream(), len(order), num_classes, cfg)
     elif cfg.policy == "CT":
@@ -228,8 +251,9 @@ def pseudo_labels(scenario: Scenario, round_number: int, model_path: Path, manif
              "num_classes": num_classes, "manifest_fingerprint": fingerprint,
              "instance_size": cfg.instance_size, "round": round_number, "model": str(model_path)}
     width = max(len(group) for group in order)
-    with h5io.PseudoLabelWriter(output, list(rows.image_id), size[0], size[1], num_classes, attrs) as writer:
-        for group, conf, pred in engine.progress(stream(), f"pseudo-labels round {round_number}", total=len(order)):
+    with h5io.PseudoLabelWriter(output, list(rows.image_id), size[0], size[1], num_classes, attrs) as writer, \
+            contextlib.closing(stream()) as instances:
+        for group, conf, pred in engine.progress(instances, f"pseudo-labels round {round_number}", total=len(order)):
             step = state.step(conf, pred)
             trajectory.append(step.thresholds.astype(np.float32))
             labels = step.labels.cpu().numpy()

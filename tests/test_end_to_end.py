@@ -284,6 +284,28 @@ def test_pseudo_labels_decoded_ahead_in_a_thread_change_nothing(tiny_run, tmp_pa
     assert arrays[False] == arrays[True]
 
 
+def test_pseudo_labels_are_the_same_at_any_thread_count(tiny_run, tmp_path):
+    """On a CPU the labeller runs one single-threaded forward per torch thread (stages.forward_streams), so
+    the labels, thresholds and counts at 2 and 3 threads are those of 1 thread, byte for byte."""
+    import h5py
+    scenario, out, _ = tiny_run
+    assert stages.forward_streams(torch.device("cuda")) == 1  # a GPU runs one forward at a time
+    arrays = {}
+    previous = torch.get_num_threads()
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            assert stages.forward_streams(DEVICE) == threads
+            path = tmp_path / f"pl_{threads}.h5"
+            stages.pseudo_labels(scenario, 1, out / "warmup.pt", out / "target.csv", path, DEVICE)
+            assert torch.get_num_threads() == threads  # restored after the stage
+            with h5py.File(path) as f:
+                arrays[threads] = {name: f[name][()].tobytes() for name in ("labels", "thresholds", "pixel_counts")}
+    finally:
+        torch.set_num_threads(previous)
+    assert arrays[1] == arrays[2] == arrays[3]
+
+
 def test_oracle_trains_on_target_labels_and_evaluates(tiny_run, tmp_path):
     scenario, out, _ = tiny_run
     table = stages.oracle(scenario, out / "target.csv", tmp_path / "oracle.pt", tmp_path / "oracle_eval.csv",

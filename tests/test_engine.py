@@ -121,6 +121,86 @@ def test_prefetched_closed_early_stops_its_thread_and_reads_at_most_depth_ahead(
         next(engine.prefetched([1], depth=0))
 
 
+# --- mapped_in_streams: single-threaded torch calls side by side ------------------------------------------------
+
+def _stream_report(item):
+    import threading
+    return item, torch.get_num_threads(), threading.current_thread().name
+
+
+def test_mapped_in_streams_keeps_the_order_runs_each_call_on_one_thread_and_restores_the_count():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        results = list(engine.mapped_in_streams(_stream_report, range(20), streams=3))
+        assert [item for item, _, _ in results] == list(range(20))
+        assert {threads for _, threads, _ in results} == {1}
+        assert all(name.startswith("hiast-stream") for _, _, name in results)
+        assert torch.get_num_threads() == 2
+        assert list(engine.mapped_in_streams(_stream_report, [], streams=2)) == []
+    finally:
+        torch.set_num_threads(previous)
+
+
+def test_mapped_in_streams_gives_the_one_thread_result_of_a_sum():
+    # a float32 sum of 4M values splits its work by thread, so 2 threads round it otherwise than 1
+    inputs = [torch.randn(4_000_000, generator=torch.Generator().manual_seed(k)) for k in range(4)]
+    one_thread = [x.sum() for x in inputs]  # the session runs at 1 thread (conftest)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        two_threads = [x.sum() for x in inputs]
+        streamed = list(engine.mapped_in_streams(torch.sum, inputs, streams=2))
+    finally:
+        torch.set_num_threads(previous)
+    assert not all(torch.equal(a, b) for a, b in zip(one_thread, two_threads))  # else this test shows nothing
+    assert all(torch.equal(a, b) for a, b in zip(one_thread, streamed))
+
+
+def test_mapped_in_streams_raises_at_the_failing_item_and_restores_the_count():
+    def fails_at_5(item):
+        if item == 5:
+            raise ValueError("item 5 is bad")
+        return item
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    got = []
+    try:
+        with pytest.raises(ValueError, match="item 5 is bad"):
+            for item in engine.mapped_in_streams(fails_at_5, range(10), streams=2):
+                got.append(item)
+        assert got == [0, 1, 2, 3, 4]
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(previous)
+    with pytest.raises(ValueError, match="streams"):
+        next(engine.mapped_in_streams(fails_at_5, [1], streams=0))
+
+
+def test_mapped_in_streams_closed_early_reads_at_most_lookahead_times_streams_ahead():
+    pulled = []
+
+    def endless():
+        k = 0
+        while True:
+            pulled.append(k)
+            yield k
+            k += 1
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        stream = engine.mapped_in_streams(lambda x: x * 10, endless(), streams=2, lookahead=3)
+        assert [next(stream) for _ in range(4)] == [0, 10, 20, 30]
+        stream.close()
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(previous)
+    # items are pulled only to fill the 2 x 3 slots: 4 yielded + at most 6 in flight
+    assert 6 <= len(pulled) <= 10
+
+
 def _thread_nice() -> int:
     import os
     import threading

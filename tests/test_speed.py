@@ -49,6 +49,19 @@ def test_stage_benchmarks_run_on_the_tiny_benchmark(tiny_benchmark, tmp_path, mo
     assert result["images"] == 8 and result["inference_size"] == [48, 96]
     assert result["forward_images_per_s"] > 0 and result["stage_images_per_s"] > 0
     assert (tmp_path / "p" / "pseudo_labels_2.h5").is_file()          # the stage really ran, three times
+    assert result["forward_streams"] == 1 and "forward_streamed_images_per_s" not in result
+    assert result["ratio_stage_to_forward"] == pytest.approx(result["stage_images_per_s"] / result["forward_images_per_s"])
+    torch.set_num_threads(2)   # two single-threaded forwards side by side, timed against one on two threads
+    try:
+        two = speed.pseudo_stage_speed(scenario, tmp_path / "p2", model_path=tmp_path / "p" / "model.pt")
+    finally:
+        torch.set_num_threads(1)
+    assert two["torch_threads"] == two["forward_streams"] == 2
+    assert two["forward_images_per_s"] == max(two["forward_intra_op_images_per_s"],
+                                              two["forward_streamed_images_per_s"])
+    assert two["ratio_stage_to_forward"] == pytest.approx(two["stage_images_per_s"] / two["forward_images_per_s"])
+    assert two["ratio_stage_to_intra_op_forward"] == pytest.approx(
+        two["stage_images_per_s"] / two["forward_intra_op_images_per_s"])
     train = speed.train_step_speed(scenario, tmp_path / "t", iterations=2, repeats=2)
     assert all(len(v) == 2 for v in train["samples_s"].values())
     assert train["iteration_overlap_s"] == pytest.approx(float(np.median(train["samples_s"]["overlap"])))
