@@ -232,10 +232,8 @@ def pseudo_labels(scenario: Scenario, round_number: int, model_path: Path, manif
         data = prepare.dataset(scenario, rows)
         model = labelling_model(scenario, round_number, model_path, rows, device)
 
-        def stream():
-            with contextlib.closing(inferred(model, data, order, _instance_images(data, order, cfg.workers),
-                                             size, device)) as outputs:
-                yield from outputs
+        def stream():  # closing it closes `inferred` too (yield from), which restores torch's threads
+            yield from inferred(model, data, order, _instance_images(data, order, cfg.workers), size, device)
     if cfg.policy == "CBST":
         init = cbst_pass(stream(), len(order), num_classes, cfg)
     elif cfg.policy == "CT":

@@ -100,18 +100,20 @@ def test_prefetched_reraises_the_iterables_error_after_the_items_before_it():
     assert got == [1, 2]
 
 
+def _counting(pulled: list):
+    """0, 1, 2, ... without end, each appended to `pulled` as it is drawn: how far ahead a consumer read."""
+    k = 0
+    while True:
+        pulled.append(k)
+        yield k
+        k += 1
+
+
 def test_prefetched_closed_early_stops_its_thread_and_reads_at_most_depth_ahead():
     import threading
     pulled = []
 
-    def endless():
-        k = 0
-        while True:
-            pulled.append(k)
-            yield k
-            k += 1
-
-    stream = engine.prefetched(endless(), depth=2)
+    stream = engine.prefetched(_counting(pulled), depth=2)
     assert [next(stream) for _ in range(3)] == [0, 1, 2]
     stream.close()
     assert not [t for t in threading.enumerate() if t.name == "hiast-prefetch"]
@@ -181,17 +183,10 @@ def test_mapped_in_streams_raises_at_the_failing_item_and_restores_the_count():
 def test_mapped_in_streams_closed_early_reads_at_most_lookahead_times_streams_ahead():
     pulled = []
 
-    def endless():
-        k = 0
-        while True:
-            pulled.append(k)
-            yield k
-            k += 1
-
     previous = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        stream = engine.mapped_in_streams(lambda x: x * 10, endless(), streams=2, lookahead=3)
+        stream = engine.mapped_in_streams(lambda x: x * 10, _counting(pulled), streams=2, lookahead=3)
         assert [next(stream) for _ in range(4)] == [0, 10, 20, 30]
         stream.close()
         assert torch.get_num_threads() == 2
