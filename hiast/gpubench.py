@@ -80,9 +80,7 @@ def train_speed(precision: str, channels_last: bool, iterations: int = 20, batch
         torch.cuda.reset_peak_memory_stats(device)
     model = build_model(backbone, 19, precision=precision, channels_last=channels_last).to(device).train()
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
-    x = torch.randn(batch, 3, *size, device=device)
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
+    x = torch.randn(batch, 3, *size, device=device)  # the model makes it channels_last itself where it is
     y = torch.randint(0, 19, (batch, *size), device=device)
 
     def step():
@@ -102,24 +100,16 @@ def train_speed(precision: str, channels_last: bool, iterations: int = 20, batch
             "tflops_achieved": flops / seconds / 1e12}
 
 
-@torch.no_grad()
 def pseudo_speed(precision: str, channels_last: bool, instances: int = 10, size: tuple[int, int] = (768, 1536),
                  backbone: str = "resnet101", device: str | torch.device = "cuda") -> dict:
-    """The labeller's forward (+ upsample, softmax, max) on instances of 2 images against the IAS step on the
-    same device; the step is fed model-like confidences (a random model's outputs are near-uniform)."""
+    """The pseudo-labelling stage's forward (`stages.infer`: normalise, resize, model, upsample, softmax, max)
+    on instances of 2 uint8 images against the IAS step on the same device; the step is fed model-like
+    confidences (a random model's outputs are near-uniform)."""
+    from hiast.stages import infer
     device = torch.device(device)
     model = build_model(backbone, 19, precision=precision, channels_last=channels_last).to(device).eval()
-    x = torch.randn(2, 3, *size, device=device)
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    outputs = {}
-
-    def forward():
-        probs = torch.nn.functional.interpolate(model(x), size=size, mode="bilinear").softmax(1)
-        outputs["conf"], pred = probs.max(1)
-        outputs["pred"] = pred.to(torch.uint8)
-
-    forward_s = _timed(forward, instances, device)
+    images = torch.randint(0, 256, (2, 3, *size), dtype=torch.uint8, device=device)
+    forward_s = _timed(lambda: infer(model, None, None, size, device, images), instances, device)
     state = pseudo.IASState(19, 0.5, 0.9, 8.0)
     conf, pred = instance_arrays(*size)
     conf, pred = torch.from_numpy(conf).to(device), torch.from_numpy(pred).to(device)

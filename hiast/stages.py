@@ -147,8 +147,8 @@ def forward_streams(device: torch.device) -> int:
     """How many labeller forwards run side by side: on a CPU one per torch thread, each on one thread (the
     labels are then the same at any thread count, and on 2 cores the stage was faster than one forward on 2
     threads: BENCHMARKS.md, "The pseudo-labelling stage"); on a GPU one. Memory: each stream holds one
-    instance's activations (measured peak: +1.0-1.2 GiB for ResNet-101 at 768x1536, 2 images, bf16-fp32; +26 MiB
-    for the embedded model at 192x384)."""
+    instance's activations (measured peak: +0.75-1.0 GiB for ResNet-101 at 768x1536, 2 images, in bf16, +1.2 GiB
+    in fp32; +28 MiB for the embedded model at 192x384)."""
     return torch.get_num_threads() if device.type == "cpu" else 1
 
 

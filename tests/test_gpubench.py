@@ -62,7 +62,7 @@ def test_the_gpu_benchmark_imports_without_pypng():
     # imports must not pull it in.
     import subprocess
     import sys
-    code = ("import sys, hiast.cli, hiast.gpubench, hiast.speed, hiast.imageio; "
+    code = ("import sys, hiast.cli, hiast.gpubench, hiast.speed, hiast.stages, hiast.imageio; "
             "sys.exit('png' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 

@@ -1,20 +1,32 @@
-"""Peak resident memory one labeller forward adds (instance of 2 images, no_grad, + upsample, softmax, max): what
-each of stages.forward_streams' streams holds.
+"""Peak resident memory that one labeller forward adds (`stages.infer` on an instance of 2 images): what each
+of `stages.forward_streams`' streams holds. A fresh process per case:
 
     python benchmarks/scripts/stream_memory.py resnet101 768 1536 bf16   # or: resnet18 192 384 bf16
 """
-import resource, sys, time, torch
-from hiast.model import build_model
-from hiast import engine
+import resource
+import sys
+import time
+
+import torch
+
 from hiast.allocator import keep_freed_memory
-keep_freed_memory()
-backbone, h, w, precision = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+from hiast.model import build_model
+from hiast.stages import infer
+
+keep_freed_memory()                       # as the hiast command does
+backbone, height, width, precision = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 model = build_model(backbone, 19, precision=precision, channels_last=precision == "bf16").eval()
-x = torch.randint(0, 255, (2, 3, h, w), dtype=torch.uint8)
-def rss(): return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-before = rss()
-with torch.no_grad():
-    t = time.perf_counter()
-    probs = engine.upsample(model(engine.to_input(x, torch.device("cpu"))), (h, w)).softmax(1)
-    conf, pred = probs.max(1)
-print(f"{backbone} {h}x{w} {precision}: peak RSS {before:.0f} -> {rss():.0f} MiB (+{rss() - before:.0f}) in {time.perf_counter() - t:.1f} s")
+images = torch.randint(0, 256, (2, 3, height, width), dtype=torch.uint8)
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+before = peak_rss_mib()
+begin = time.perf_counter()
+infer(model, None, None, (height, width), torch.device("cpu"), images)
+seconds = time.perf_counter() - begin
+after = peak_rss_mib()
+print(f"{backbone} {height}x{width} {precision}: peak RSS {before:.0f} -> {after:.0f} MiB (+{after - before:.0f}) "
+      f"in {seconds:.1f} s")
