@@ -379,5 +379,7 @@ class ImagesOnly(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict:
         image = self.dataset.load_image(index)
-        return {"image": torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1), "index": index}
+        # no contiguous copy: a decoded image is an [H, W, 3] view of a [3, H, W] buffer, whose layout the
+        # permute gives back (the batch is then stacked by plain copies, not by transposing ones)
+        return {"image": torch.from_numpy(image).permute(2, 0, 1), "index": index}
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import numbers
 import os
+import zlib
 from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -231,6 +232,19 @@ def _open_checked(path: str | os.PathLike) -> tuple[Path, h5py.File]:
 
 # --- pseudo labels ---------------------------------------------------------------------------------------
 
+def write_label_chunk(dataset: h5py.Dataset, index: int, labels: np.ndarray) -> None:
+    """Store one image's uint8 map [H, W] as chunk `index` of a (1, H, W)-chunked dataset created with
+    `COMPRESSION` (+ shuffle, a no-op on 1-byte values): with gzip the chunk is compressed here by zlib,
+    which releases the GIL (h5py's own filter pipeline holds it, stalling the labeller's forward threads),
+    and written as it is; reading it back goes through the usual filters. Same result as `dataset[index] =
+    labels`."""
+    data = np.ascontiguousarray(labels, dtype=np.uint8)
+    if COMPRESSION == "gzip" and dataset.compression == "gzip" and dataset.chunks == (1, *data.shape):
+        dataset.id.write_direct_chunk((index,) + (0,) * data.ndim, zlib.compress(data, COMPRESSION_LEVEL))
+    else:
+        dataset[index] = data
+
+
 class PseudoLabelWriter:
     """Writes `pseudo_labels.h5` one image at a time, in any index order.
 
@@ -278,6 +292,12 @@ class PseudoLabelWriter:
         n = len(self.image_ids)
         self._written = np.zeros(n, dtype=bool)
         self._counted = np.zeros(n, dtype=bool)
+        self._counts_set_whole = False
+        # the small per-image rows are kept here and stored whole on commit: one h5py write of a [C] row
+        # costs as much as compressing a label map (~0.2 ms), and the GIL is held meanwhile
+        self._threshold_rows = np.full((n, self.num_classes), np.nan, dtype=np.float32)
+        self._count_rows = np.full((n, self.num_classes), -1, dtype=np.int64)
+        self._labels = None
 
     @property
     def num_images(self) -> int:
@@ -306,10 +326,11 @@ class PseudoLabelWriter:
         try:
             f.create_dataset("image_ids", data=np.array(self.image_ids, dtype=object),
                              dtype=h5py.string_dtype())
-            f.create_dataset("labels", shape=(n, h, w), dtype=np.uint8, chunks=(1, h, w) if n else None,
-                             compression=COMPRESSION if n else None,
-                             compression_opts=COMPRESSION_LEVEL if n else None, shuffle=bool(n),
-                             fillvalue=IGNORE_LABEL)
+            self._labels = f.create_dataset("labels", shape=(n, h, w), dtype=np.uint8,
+                                            chunks=(1, h, w) if n else None,
+                                            compression=COMPRESSION if n else None,
+                                            compression_opts=COMPRESSION_LEVEL if n else None,
+                                            shuffle=bool(n), fillvalue=IGNORE_LABEL)
             f.create_dataset("thresholds", shape=(n, c), dtype=np.float32, fillvalue=np.nan)
             f.attrs["format_version"] = FORMAT_VERSION
             f.attrs["complete"] = False
@@ -382,14 +403,12 @@ class PseudoLabelWriter:
             if counts.shape != (c,) or counts.dtype.kind not in "ui" or (counts < 0).any():
                 raise ValueError(f"{self.path}: pixel_counts of image {index} must be {c} non-negative "
                                  f"integers, got shape {counts.shape} dtype {counts.dtype}")
-            if "pixel_counts" not in f:
-                f.create_dataset("pixel_counts", shape=(n, c), dtype=np.int64, fillvalue=-1)
-            elif self._counted.sum() == 0:  # set whole via set_extra
+            if self._counts_set_whole:
                 raise ValueError(f"{self.path}: pixel_counts were already set with set_extra")
-            f["pixel_counts"][index] = counts.astype(np.int64)
+            self._count_rows[index] = counts
             self._counted[index] = True
-        f["labels"][index] = labels.astype(np.uint8, copy=False)
-        f["thresholds"][index] = thresholds
+        write_label_chunk(self._labels, index, labels)
+        self._threshold_rows[index] = thresholds
         self._written[index] = True
 
     def set_extra(self, name: str, array) -> None:
@@ -416,6 +435,7 @@ class PseudoLabelWriter:
             if self._counted.any():
                 raise ValueError(f"{self.path}: pixel_counts were already given per image to write()")
             array = array.astype(np.int64)
+            self._counts_set_whole = True
         else:
             raise ValueError(f"{self.path}: unknown extra dataset {name!r}; expected one of "
                              f"{list(PSEUDO_LABEL_EXTRAS)}")
@@ -444,6 +464,10 @@ class PseudoLabelWriter:
                     f["threshold_trajectory"].shape[0] != f["instance_order"].shape[0]:
                 raise ValueError(f"{self.path}: threshold_trajectory has {f['threshold_trajectory'].shape[0]} "
                                  f"rows, instance_order {f['instance_order'].shape[0]}")
+            f["thresholds"][...] = self._threshold_rows
+            if self._counted.any():
+                f.create_dataset("pixel_counts", shape=self._count_rows.shape, dtype=np.int64, fillvalue=-1)
+                f["pixel_counts"][...] = self._count_rows
             f.attrs["complete"] = True
             f.flush()
             f.close()

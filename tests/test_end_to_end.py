@@ -426,3 +426,36 @@ def test_pseudo_bn_statistics_target_labels_with_the_adapted_model(tiny_run, tmp
         for name in ("labels", "thresholds", "pixel_counts"):
             assert one[name][()].tobytes() == two[name][()].tobytes(), name
         assert one["thresholds"][()].tobytes() != as_saved["thresholds"][()].tobytes()
+
+
+def test_load_model_without_initialising_gives_the_same_model(tiny_run, tmp_path, monkeypatch):
+    """initialise=False (the labeller, evaluation) builds on the meta device: the same parameters, buffers,
+    strides and outputs as the usual build, nothing drawn from torch's global generator, and the BatchNorm
+    counters an older file lacks start at 0, not at whatever the empty memory held."""
+    scenario, out, _ = tiny_run
+    usual = stages.load_model(scenario, out / "warmup.pt").eval()
+    before = torch.random.get_rng_state()
+    quick = stages.load_model(scenario, out / "warmup.pt", initialise=False).eval()
+    assert torch.equal(torch.random.get_rng_state(), before)
+    expected, got = usual.state_dict(), quick.state_dict()
+    assert list(got) == list(expected)
+    for key in expected:
+        assert torch.equal(got[key], expected[key]) and got[key].stride() == expected[key].stride(), key
+    x = torch.rand(1, 3, 48, 96, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(quick(x), usual(x))
+    empty = torch.nn.Module.to_empty
+
+    def garbage(module, **kwargs):           # what uninitialised memory may hold, made certain
+        module = empty(module, **kwargs)
+        with torch.no_grad():
+            for tensor in (*module.parameters(), *module.buffers()):
+                tensor.fill_(7)
+        return module
+
+    monkeypatch.setattr(torch.nn.Module, "to_empty", garbage)
+    older = {k: v for k, v in expected.items() if not k.endswith("num_batches_tracked")}
+    torch.save(older, tmp_path / "older.pt")
+    counters = {k: v for k, v in stages.load_model(scenario, tmp_path / "older.pt", initialise=False)
+                .state_dict().items() if k.endswith("num_batches_tracked")}
+    assert counters and all(int(v) == 0 for v in counters.values())

@@ -67,6 +67,9 @@ def test_pseudo_labels_round_trip(tmp_path):
         assert f["labels"].chunks == (1, H, W)
         assert f["labels"].compression is not None and f["labels"].shuffle
         assert f["labels"].dtype == np.uint8 and f["thresholds"].dtype == np.float32
+        assert f["pixel_counts"].fillvalue == -1 and np.isnan(f["thresholds"].fillvalue)
+        assert f["labels"].fillvalue == 255 and f["labels"].compression == "gzip"
+        assert f["labels"].compression_opts == 1
         assert h5py.check_string_dtype(f["image_ids"].dtype).encoding == "utf-8"
 
 
@@ -360,3 +363,48 @@ def test_forked_worker_opens_its_own_handle(tmp_path):
     assert got == [int(lab.astype(np.int64).sum()) for lab in labels]
     np.testing.assert_array_equal(pl.labels(5), labels[5])
     pl.close()
+
+
+def test_label_chunks_written_directly_read_back_through_the_filters(tmp_path):
+    """write_label_chunk compresses with zlib itself: h5py reads the chunk back through the dataset's own
+    filters (shuffle + gzip) to the same map as h5py's own write, and a dataset without gzip is written
+    the usual way."""
+    from hiast.h5io import write_label_chunk
+    _, labels, _, _ = _pl_data(seed=3)
+    with h5py.File(tmp_path / "chunks.h5", "w") as f:
+        direct = f.create_dataset("direct", (N, H, W), np.uint8, chunks=(1, H, W), compression="gzip",
+                                  compression_opts=1, shuffle=True, fillvalue=255)
+        usual = f.create_dataset("usual", (N, H, W), np.uint8, chunks=(1, H, W), compression="gzip",
+                                 compression_opts=1, shuffle=True, fillvalue=255)
+        plain = f.create_dataset("plain", (N, H, W), np.uint8, fillvalue=255)
+        for i in (4, 0, 2):
+            write_label_chunk(direct, i, labels[i])
+            usual[i] = labels[i]
+            write_label_chunk(plain, i, labels[i].astype(np.int64))
+        mask, chunk = direct.id.read_direct_chunk((4, 0, 0))
+        assert mask == 0 and len(chunk) < H * W          # every filter applied, compressed
+        np.testing.assert_array_equal(direct[...], usual[...])
+        np.testing.assert_array_equal(plain[...], usual[...])
+        np.testing.assert_array_equal(direct[[0, 2, 4]], labels[[0, 2, 4]])
+        assert (direct[1] == 255).all()                  # unwritten chunks keep the fill value
+
+
+def test_per_image_counts_and_set_extra_counts_exclude_each_other(tmp_path):
+    ids, labels, thresholds, counts = _pl_data()
+    with pytest.raises(ValueError, match="already set with set_extra"):
+        with PseudoLabelWriter(tmp_path / "p.h5", ids, H, W, C, _pl_attrs()) as writer:
+            writer.set_extra("pixel_counts", counts)
+            writer.write(0, labels[0], thresholds[0], pixel_counts=counts[0])
+    with pytest.raises(ValueError, match="already given per image"):
+        with PseudoLabelWriter(tmp_path / "p.h5", ids, H, W, C, _pl_attrs()) as writer:
+            writer.write(0, labels[0], thresholds[0], pixel_counts=counts[0])
+            writer.set_extra("pixel_counts", counts)
+    with PseudoLabelWriter(tmp_path / "p.h5", ids, H, W, C, _pl_attrs(class_mean_conf=np.zeros(C))) as writer:
+        for i in range(N):
+            writer.write(i, labels[i], thresholds[i])
+        writer.set_extra("pixel_counts", counts)
+    pl = read_pseudo_labels(tmp_path / "p.h5")
+    np.testing.assert_array_equal(pl.pixel_counts, counts)
+    np.testing.assert_array_equal(pl.thresholds, thresholds)
+    pl.close()
+    assert not list(tmp_path.glob(".*.tmp"))
