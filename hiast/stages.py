@@ -7,6 +7,7 @@ rerun would trust. Training stages keep their resumable state under a `state` fo
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 from pathlib import Path
 
@@ -145,12 +146,15 @@ def infer(model: torch.nn.Module, data, indices, input_size, device, images=None
     return conf, pred.to(torch.uint8)
 
 
-def _instance_images(data, groups, workers: int):
+def _instance_images(data, groups, workers: int, device: torch.device):
     """uint8 image batches, one per instance, decoded ahead of the model by `workers` loader processes, or
-    with none, by a background thread at a low priority where torch's threads leave a CPU free. Why only
-    then: decoding is ~7% of the stage at 1 thread and hides on the free CPU; beside forwards that use
-    every CPU the thread only takes time from them, and the caller's thread decodes while the `inferred`
-    streams compute (BENCHMARKS.md, "The pseudo-labelling stage")."""
+    with none: by a background thread at a low priority where torch's threads leave a CPU free, and where
+    forward streams run side by side, not here (None) but by each stream for the instance it labels. Why:
+    decoding is ~7% of the stage at 1 thread and hides on the free CPU; beside forwards that use every CPU
+    a decoding thread only takes time from them, and a stream that decodes its own images never waits for
+    them and finds them in its core's cache (BENCHMARKS.md, "The pseudo-labelling stage")."""
+    if workers == 0 and forward_streams(device) > 1:
+        return None
     loader = torch.utils.data.DataLoader(ImagesOnly(data), batch_sampler=[[int(i) for i in g] for g in groups],
                                          num_workers=workers, collate_fn=engine.collate)
     batches = (batch["image"] for batch in loader)
@@ -169,15 +173,19 @@ def forward_streams(device: torch.device) -> int:
 
 
 def inferred(model: torch.nn.Module, data, groups, batches, size, device: torch.device):
-    """`infer` over the instances `groups` with their image `batches`: (group, conf, pred) per instance, in
-    order, from `forward_streams(device)` streams. Close it (or run it to its end) to restore torch's thread
-    count."""
+    """`infer` over the instances `groups` with their image `batches` (None: each instance's images are
+    decoded where it is inferred): (group, conf, pred) per instance, in order, from `forward_streams(device)`
+    streams. Close it (or run it to its end) to restore torch's thread count."""
+    images_only = ImagesOnly(data)
+
     def labelled(pair):
         group, images = pair
+        if images is None:
+            images = torch.stack([images_only[int(i)]["image"] for i in group])
         return (group, *infer(model, data, group, size, device, images))
 
     streams = forward_streams(device)
-    pairs = zip(groups, batches)
+    pairs = zip(groups, itertools.repeat(None) if batches is None else batches)
     yield from map(labelled, pairs) if streams == 1 else engine.mapped_in_streams(labelled, pairs, streams)
 
 
@@ -222,7 +230,7 @@ def pseudo_shard(scenario: Scenario, round_number: int, model_path: Path, manife
                                  f"pseudo-label inference shard {shard}")
     with h5io.model_outputs_writer(output, image_index, size[0], size[1], attrs) as write:
         position = 0
-        outputs = inferred(model, data, groups, _instance_images(data, groups, cfg.workers), size, device)
+        outputs = inferred(model, data, groups, _instance_images(data, groups, cfg.workers, device), size, device)
         with contextlib.closing(outputs):
             for group, conf, pred in engine.progress(outputs, f"pseudo-label inference round {round_number} "
                                                      f"shard {shard}", total=len(groups)):
@@ -251,7 +259,7 @@ def pseudo_labels(scenario: Scenario, round_number: int, model_path: Path, manif
         model = labelling_model(scenario, round_number, model_path, rows, device)
 
         def stream():  # closing it closes `inferred` too (yield from), which restores torch's threads
-            yield from inferred(model, data, order, _instance_images(data, order, cfg.workers), size, device)
+            yield from inferred(model, data, order, _instance_images(data, order, cfg.workers, device), size, device)
     if cfg.policy == "CBST":
         init = cbst_pass(stream(), len(order), num_classes, cfg)
     elif cfg.policy == "CT":
