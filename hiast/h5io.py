@@ -233,14 +233,15 @@ def _open_checked(path: str | os.PathLike) -> tuple[Path, h5py.File]:
 # --- pseudo labels ---------------------------------------------------------------------------------------
 
 def write_label_chunk(dataset: h5py.Dataset, index: int, labels: np.ndarray) -> None:
-    """Store one image's uint8 map [H, W] as chunk `index` of a (1, H, W)-chunked dataset created with
-    `COMPRESSION` (+ shuffle, a no-op on 1-byte values): with gzip the chunk is compressed here by zlib,
-    which releases the GIL (h5py's own filter pipeline holds it, stalling the labeller's forward threads),
-    and written as it is; reading it back goes through the usual filters. Same result as `dataset[index] =
-    labels`."""
+    """`dataset[index] = labels` for a uint8 map [H, W], with the same result. Where `dataset` is uint8,
+    chunked (1, H, W) and filtered by gzip alone (+ shuffle, a no-op on 1-byte values), the chunk is
+    compressed here by zlib at the dataset's level and written as it is. zlib releases the GIL, where h5py's
+    filter pipeline holds it and stalls the labeller's forward threads. Reading it back goes through the
+    usual filters."""
     data = np.ascontiguousarray(labels, dtype=np.uint8)
-    if COMPRESSION == "gzip" and dataset.compression == "gzip" and dataset.chunks == (1, *data.shape):
-        dataset.id.write_direct_chunk((index,) + (0,) * data.ndim, zlib.compress(data, COMPRESSION_LEVEL))
+    if dataset.dtype == np.uint8 and dataset.chunks == (1, *data.shape) and dataset.compression == "gzip" \
+            and not dataset.fletcher32 and dataset.scaleoffset is None:
+        dataset.id.write_direct_chunk((index,) + (0,) * data.ndim, zlib.compress(data, dataset.compression_opts))
     else:
         dataset[index] = data
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import zlib
 
 import h5py
 import numpy as np
@@ -377,10 +378,18 @@ def test_label_chunks_written_directly_read_back_through_the_filters(tmp_path):
         usual = f.create_dataset("usual", (N, H, W), np.uint8, chunks=(1, H, W), compression="gzip",
                                  compression_opts=1, shuffle=True, fillvalue=255)
         plain = f.create_dataset("plain", (N, H, W), np.uint8, fillvalue=255)
+        checked = f.create_dataset("checked", (N, H, W), np.uint8, chunks=(1, H, W), compression="gzip",
+                                   fletcher32=True, fillvalue=255)          # a filter this path must not skip
+        strong = f.create_dataset("strong", (N, H, W), np.uint8, chunks=(1, H, W), compression="gzip",
+                                  compression_opts=9, fillvalue=255)
         for i in (4, 0, 2):
             write_label_chunk(direct, i, labels[i])
             usual[i] = labels[i]
             write_label_chunk(plain, i, labels[i].astype(np.int64))
+            write_label_chunk(checked, i, labels[i])
+            write_label_chunk(strong, i, labels[i])
+        np.testing.assert_array_equal(checked[...], usual[...])
+        assert strong.id.read_direct_chunk((4, 0, 0))[1] == zlib.compress(labels[4].tobytes(), 9)  # its own level
         mask, chunk = direct.id.read_direct_chunk((4, 0, 0))
         assert mask == 0 and len(chunk) < H * W          # every filter applied, compressed
         np.testing.assert_array_equal(direct[...], usual[...])
