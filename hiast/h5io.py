@@ -293,7 +293,6 @@ class PseudoLabelWriter:
         n = len(self.image_ids)
         self._written = np.zeros(n, dtype=bool)
         self._counted = np.zeros(n, dtype=bool)
-        self._counts_set_whole = False
         # the small per-image rows are kept here and stored whole on commit: one h5py write of a [C] row
         # costs as much as compressing a label map (~0.2 ms), and the GIL is held meanwhile
         self._threshold_rows = np.full((n, self.num_classes), np.nan, dtype=np.float32)
@@ -404,7 +403,7 @@ class PseudoLabelWriter:
             if counts.shape != (c,) or counts.dtype.kind not in "ui" or (counts < 0).any():
                 raise ValueError(f"{self.path}: pixel_counts of image {index} must be {c} non-negative "
                                  f"integers, got shape {counts.shape} dtype {counts.dtype}")
-            if self._counts_set_whole:
+            if "pixel_counts" in f:       # per-image rows are stored only on commit: set_extra made it
                 raise ValueError(f"{self.path}: pixel_counts were already set with set_extra")
             self._count_rows[index] = counts
             self._counted[index] = True
@@ -436,7 +435,6 @@ class PseudoLabelWriter:
             if self._counted.any():
                 raise ValueError(f"{self.path}: pixel_counts were already given per image to write()")
             array = array.astype(np.int64)
-            self._counts_set_whole = True
         else:
             raise ValueError(f"{self.path}: unknown extra dataset {name!r}; expected one of "
                              f"{list(PSEUDO_LABEL_EXTRAS)}")
