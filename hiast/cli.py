@@ -82,7 +82,11 @@ def _cmd_bench_stage(args: argparse.Namespace) -> None:
             result = speed.pseudo_stage_speed(scenario, Path(tmp), args.model, args.max_images, args.device)
             summary = (f"pseudo-labelling {result['images']} images at {result['inference_size']}: stage "
                        f"{result['stage_images_per_s']:.1f} img/s, pure forward {result['forward_images_per_s']:.1f} "
-                       f"img/s, ratio {result['ratio_stage_to_forward']:.2f}")
+                       f"img/s, ratio {result['ratio_stage_to_forward']:.2f}; CPU seconds: forward "
+                       f"{result['cpu_s'][result['baseline_forward']]:.1f}, stage {result['cpu_s']['stage']:.1f} "
+                       f"(ratio {result['ratio_forward_cpu_to_stage_cpu']:.2f}), utilisation of the "
+                       f"{result['usable_cpus']} CPU(s) {result['cpu_utilisation'][result['baseline_forward']]:.0%} / "
+                       f"{result['cpu_utilisation']['stage']:.0%}")
         else:
             result = speed.train_step_speed(scenario, Path(tmp), args.model, args.iterations, args.device,
                                             args.repeats)

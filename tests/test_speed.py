@@ -51,6 +51,11 @@ def test_stage_benchmarks_run_on_the_tiny_benchmark(tiny_benchmark, tmp_path, mo
     assert (tmp_path / "p" / "pseudo_labels_2.h5").is_file()          # the stage really ran, three times
     assert result["forward_streams"] == 1 and "forward_streamed_images_per_s" not in result
     assert result["ratio_stage_to_forward"] == pytest.approx(result["stage_images_per_s"] / result["forward_images_per_s"])
+    assert result["baseline_forward"] == "intra_op" and set(result["cpu_s"]) == {"intra_op", "stage"}
+    assert result["cpu_s"]["stage"] > 0 and result["usable_cpus"] >= 1
+    assert result["ratio_forward_cpu_to_stage_cpu"] == pytest.approx(result["cpu_s"]["intra_op"] / result["cpu_s"]["stage"])
+    # CPU time of the process over wall time times its CPUs: never above 1 (small slack for clock reads)
+    assert all(0 < share <= 1.05 for share in result["cpu_utilisation"].values())
     torch.set_num_threads(2)   # two single-threaded forwards side by side, timed against one on two threads
     try:
         two = speed.pseudo_stage_speed(scenario, tmp_path / "p2", model_path=tmp_path / "p" / "model.pt")
@@ -62,6 +67,10 @@ def test_stage_benchmarks_run_on_the_tiny_benchmark(tiny_benchmark, tmp_path, mo
     assert two["ratio_stage_to_forward"] == pytest.approx(two["stage_images_per_s"] / two["forward_images_per_s"])
     assert two["ratio_stage_to_intra_op_forward"] == pytest.approx(
         two["stage_images_per_s"] / two["forward_intra_op_images_per_s"])
+    assert set(two["cpu_s"]) == {"intra_op", "streamed", "stage"}
+    fastest = two["baseline_forward"]
+    assert two[f"forward_{fastest}_images_per_s"] == two["forward_images_per_s"]
+    assert two["ratio_forward_cpu_to_stage_cpu"] == pytest.approx(two["cpu_s"][fastest] / two["cpu_s"]["stage"])
     train = speed.train_step_speed(scenario, tmp_path / "t", iterations=2, repeats=2)
     assert all(len(v) == 2 for v in train["samples_s"].values())
     assert train["iteration_overlap_s"] == pytest.approx(float(np.median(train["samples_s"]["overlap"])))
@@ -159,3 +168,27 @@ def test_machine_records_the_cpu_next_to_the_platform():
     record = speed.machine()
     assert {"platform", "cpus", "cpu_model", "cpu_flags", "torch"} <= set(record)
     assert record["cpu_flags"] is None or set(record["cpu_flags"]) <= set(speed.KERNEL_FLAGS)
+
+
+def test_wall_and_cpu_counts_every_thread_and_the_children_waited_for():
+    import subprocess
+    import sys
+    import threading
+
+    def burn():
+        total = 0
+        for k in range(3_000_000):
+            total += k * k
+        return total
+
+    def in_a_thread():       # the calling thread only waits: its own CPU time would read ~0
+        worker = threading.Thread(target=burn)
+        worker.start()
+        worker.join()
+
+    def in_a_child():        # likewise; the child's time is counted once it has been waited for
+        subprocess.run([sys.executable, "-c", "sum(k * k for k in range(3_000_000))"], check=True)
+
+    for fn in (in_a_thread, in_a_child):
+        wall, cpu = speed.wall_and_cpu(fn)
+        assert wall > 0 and 0.3 * wall < cpu <= 1.05 * wall * speed.usable_cpus(), fn.__name__
