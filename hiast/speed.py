@@ -266,16 +266,21 @@ def _bench_setup(scenario, workdir: Path, model_path: Path | None):
 
 
 def pseudo_stage_speed(scenario, workdir: Path, model_path: Path | None = None, max_images: int = 0,
-                       device: str = "cpu") -> dict:
+                       device: str = "cpu", repeats: int = 3) -> dict:
     """Throughput of the whole pseudo-labelling stage (decode, inference, IAS, HDF5 write) over the model's
     pure forward (+ softmax max) on the same instances already in memory, measured in one run. On a CPU at
     T > 1 threads the stage runs T single-threaded forwards side by side (`stages.forward_streams`); the pure
-    forward is timed both ways (T streams, and one forward on T threads) and the faster is the baseline. The CPU
+    forward is timed both ways (T streams, and one forward on T threads) and the faster is the baseline. The
+    forwards and the stage alternate `repeats` times: the headline ratio is of the medians; the paired one is
+    the median of each repeat's faster forward over its own stage, timed next to each other, so that a drift of
+    a shared machine's speed across the run hits both sides of each ratio alike. The CPU
     seconds of each are reported too: where both keep every usable CPU busy, the stage's ratio is bounded by
     forward CPU / stage CPU (what its decoding, IAS step and writes add), not by how well they overlap."""
     import dataclasses
 
     from hiast import prepare, stages
+    if repeats < 1:
+        raise ValueError(f"repeats: expected >= 1, got {repeats}")
     if max_images:
         scenario = dataclasses.replace(scenario, target=dataclasses.replace(scenario.target, max_images=max_images))
     manifest, model_path = _bench_setup(scenario, workdir, model_path)
@@ -301,7 +306,7 @@ def pseudo_stage_speed(scenario, workdir: Path, model_path: Path | None = None, 
         forward()                                    # warm-up (allocator, oneDNN primitive caches)
     timings = {name: [] for name in (*forwards, "stage")}
     cpu_times = {name: [] for name in timings}
-    for k in range(3):
+    for k in range(repeats):
         for name, forward in forwards.items():
             wall, cpu = wall_and_cpu(forward)
             timings[name].append(wall)
@@ -316,8 +321,11 @@ def pseudo_stage_speed(scenario, workdir: Path, model_path: Path | None = None, 
     forward = median[fastest]
     images = len(rows)
     cpus = usable_cpus()
+    paired = [min(timings[name][k] for name in forwards) / timings["stage"][k] for k in range(repeats)]
     return {"benchmark": "pseudo_stage", "scenario": scenario.name, "images": images, "inference_size": list(size),
             "device": device, "torch_threads": torch.get_num_threads(), "forward_streams": streams,
+            "repeats": repeats, "samples_s": timings, "cpu_samples_s": cpu_times,
+            "ratio_stage_to_forward_paired": statistics.median(paired),
             "forward_images_per_s": images / forward,
             **{f"forward_{name}_images_per_s": images / median[name] for name in forwards},
             "stage_images_per_s": images / median["stage"], "ratio_stage_to_forward": forward / median["stage"],

@@ -52,13 +52,20 @@ def test_stage_benchmarks_run_on_the_tiny_benchmark(tiny_benchmark, tmp_path, mo
     assert result["forward_streams"] == 1 and "forward_streamed_images_per_s" not in result
     assert result["ratio_stage_to_forward"] == pytest.approx(result["stage_images_per_s"] / result["forward_images_per_s"])
     assert result["baseline_forward"] == "intra_op" and set(result["cpu_s"]) == {"intra_op", "stage"}
+    assert result["repeats"] == 3 and all(len(v) == 3 for v in result["samples_s"].values())
+    samples = result["samples_s"]
+    assert result["ratio_stage_to_forward_paired"] == pytest.approx(
+        float(np.median([f / s for f, s in zip(samples["intra_op"], samples["stage"])])))
+    assert result["cpu_s"]["stage"] == pytest.approx(float(np.median(result["cpu_samples_s"]["stage"])))
     assert result["cpu_s"]["stage"] > 0 and result["usable_cpus"] >= 1
     assert result["ratio_forward_cpu_to_stage_cpu"] == pytest.approx(result["cpu_s"]["intra_op"] / result["cpu_s"]["stage"])
     # CPU time of the process over wall time times its CPUs: never above 1 (small slack for clock reads)
     assert all(0 < share <= 1.05 for share in result["cpu_utilisation"].values())
     torch.set_num_threads(2)   # two single-threaded forwards side by side, timed against one on two threads
     try:
-        two = speed.pseudo_stage_speed(scenario, tmp_path / "p2", model_path=tmp_path / "p" / "model.pt")
+        two = speed.pseudo_stage_speed(scenario, tmp_path / "p2", model_path=tmp_path / "p" / "model.pt", repeats=2)
+        with pytest.raises(ValueError, match="repeats"):
+            speed.pseudo_stage_speed(scenario, tmp_path / "p3", model_path=tmp_path / "p" / "model.pt", repeats=0)
     finally:
         torch.set_num_threads(1)
     assert two["torch_threads"] == two["forward_streams"] == 2
@@ -67,7 +74,10 @@ def test_stage_benchmarks_run_on_the_tiny_benchmark(tiny_benchmark, tmp_path, mo
     assert two["ratio_stage_to_forward"] == pytest.approx(two["stage_images_per_s"] / two["forward_images_per_s"])
     assert two["ratio_stage_to_intra_op_forward"] == pytest.approx(
         two["stage_images_per_s"] / two["forward_intra_op_images_per_s"])
-    assert set(two["cpu_s"]) == {"intra_op", "streamed", "stage"}
+    assert set(two["cpu_s"]) == {"intra_op", "streamed", "stage"} and two["repeats"] == 2
+    pairs = [min(i, s) / t for i, s, t in zip(two["samples_s"]["intra_op"], two["samples_s"]["streamed"],
+                                              two["samples_s"]["stage"])]
+    assert two["ratio_stage_to_forward_paired"] == pytest.approx(float(np.median(pairs)))
     fastest = two["baseline_forward"]
     assert two[f"forward_{fastest}_images_per_s"] == two["forward_images_per_s"]
     assert two["ratio_forward_cpu_to_stage_cpu"] == pytest.approx(two["cpu_s"][fastest] / two["cpu_s"]["stage"])
