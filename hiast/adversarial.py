@@ -28,6 +28,8 @@ leaves room or differs:
   ``-p_c log p_c / log C`` per class, computed from log_softmax (no log(p + eps) clamp). Its sum over classes
   is the normalised entropy, in [0, 1].
 * GAN loss "lsgan" (MSE of the raw D output against 1/0, the official default) or "bce" (BCE with logits).
+* D computes in fp32 (`discriminator_precision`, default and official) or under bfloat16 autocast ("bf16"); its
+  scores go to the loss in float32 either way, and its weights and Adam state stay float32.
 * Optimisers: the segmentation net uses Adam on `param_groups(model, lr, head_lr_mult)` (trunk at lr, ASPP at
   lr x head_lr_mult), betas (0.9, 0.999), weight decay `stage.weight_decay`; D uses Adam at
   `stage.discriminator_lr`, betas (0.9, 0.99), no weight decay (AdaptSegNet). Both learning rates are
@@ -135,6 +137,15 @@ def discriminator_input(logits: torch.Tensor, size=None, kind: str = "softmax") 
     return logits.softmax(1) if kind == "softmax" else self_information(logits)
 
 
+def judge(discriminator: nn.Module, x: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
+    """D's raw scores of `x` as float32: in fp32, or computed under bfloat16 autocast ("bf16")."""
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"discriminator_precision: expected 'fp32' or 'bf16', got {precision!r}")
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+        scores = discriminator(x)
+    return scores.float()
+
+
 def gan_loss(pred: torch.Tensor, target_is_source: bool, kind: str = "lsgan") -> torch.Tensor:
     """GAN loss of raw D scores `pred` against an all-1 (source) or all-0 (target) map.
 
@@ -156,6 +167,10 @@ class GeneratorOutput(NamedTuple):
     entropy: float                # mean normalised target entropy (unweighted)
     source_input: torch.Tensor    # detached D input of the source output, for the discriminator step
     target_input: torch.Tensor    # detached D input of the target output
+
+
+def _precision(stage) -> str:
+    return getattr(stage, "discriminator_precision", "fp32")
 
 
 def _set_requires_grad(module: nn.Module, flag: bool) -> None:
@@ -185,7 +200,8 @@ def generator_step(model: nn.Module, discriminator: nn.Module, optimizer: torch.
         # target: fool D (target output classified as source), optionally minimise the entropy
         target_logits = engine.upsample(model(target_images), target_images.shape[-2:])
         target_input = discriminator_input(target_logits, None, kind)
-        adv = gan_loss(discriminator(target_input), target_is_source=True, kind=stage.gan_loss)
+        adv = gan_loss(judge(discriminator, target_input, _precision(stage)), target_is_source=True,
+                       kind=stage.gan_loss)
         entropy = (target_input.sum(1).mean() if kind == "entropy" else mean_entropy(target_logits))
         loss = stage.adversarial_weight * adv
         if stage.target_entropy_weight > 0:
@@ -204,8 +220,11 @@ def discriminator_step(discriminator: nn.Module, optimizer: torch.optim.Optimize
     """One update of D on detached D inputs: source labelled 1, target 0, each half of the loss, times
     `stage.discriminator_weight`. Returns the unweighted loss (mean of the two halves)."""
     optimizer.zero_grad(set_to_none=True)
-    source_loss = gan_loss(discriminator(source_input.detach()), target_is_source=True, kind=stage.gan_loss)
-    target_loss = gan_loss(discriminator(target_input.detach()), target_is_source=False, kind=stage.gan_loss)
+    precision = _precision(stage)
+    source_loss = gan_loss(judge(discriminator, source_input.detach(), precision), target_is_source=True,
+                           kind=stage.gan_loss)
+    target_loss = gan_loss(judge(discriminator, target_input.detach(), precision), target_is_source=False,
+                           kind=stage.gan_loss)
     loss = (source_loss + target_loss) / 2
     (stage.discriminator_weight * loss).backward()
     optimizer.step()
@@ -252,6 +271,7 @@ def train_adversarial(model: nn.Module, source_dataset, target_dataset, stage, d
     for name, allowed in (("discriminator_input", DISCRIMINATOR_INPUTS), ("gan_loss", GAN_LOSSES)):
         if getattr(stage, name) not in allowed:
             raise ValueError(f"{name}: expected one of {allowed}, got {getattr(stage, name)!r}")
+    engine.check_precision(_precision(stage), device, "warmup.adversarial.discriminator_precision")
     model.to(device).train()
     if discriminator is None:
         num_classes = getattr(model, "num_classes", None)

@@ -42,8 +42,9 @@ def device_of(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def check_precision(precision: str, device: torch.device) -> None:
-    """Warn when bf16 autocast will be emulated (slower than fp32): CPUs without AVX512-BF16/AMX, old GPUs."""
+def check_precision(precision: str, device: torch.device, key: str = "model.precision") -> None:
+    """Warn when bf16 autocast will be emulated (slower than fp32): CPUs without AVX512-BF16/AMX, old GPUs.
+    `key`: the scenario option that asked for bf16, named in the warning."""
     if precision != "bf16":
         return
     if device.type == "cpu":
@@ -51,8 +52,8 @@ def check_precision(precision: str, device: torch.device) -> None:
     else:
         native = device.type != "cuda" or torch.cuda.is_bf16_supported(including_emulation=False)
     if not native:
-        log.warning("model.precision: bf16 has no native support on %s here and will be slower than fp32; "
-                    "set model.precision: fp32 in the scenario", device)
+        log.warning("%s: bf16 has no native support on %s here and will be slower than fp32; "
+                    "set %s: fp32 in the scenario", key, device, key)
 
 
 def make_loader(dataset, batch_size: int, shuffle: bool, seed: int, workers: int = 0,

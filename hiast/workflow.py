@@ -65,7 +65,8 @@ def resolve(scenario_dir: str | Path, name: str, smoke: dict | None = None) -> t
 # their default, so that upgrading does not make Snakemake rerun finished stages for "params changed".
 # A non-default value is passed (and reruns the stage, as any params change does).
 LATER_DEFAULTS = {"train": {"overlap": True, "bn_statistics": "student", "fused_objective": False},
-                  "pseudo": {"bn_statistics": "as_saved"}}
+                  "pseudo": {"bn_statistics": "as_saved"},
+                  "adversarial": {"discriminator_precision": "fp32"}}      # warmup.adversarial
 
 
 def _without_later_defaults(part: str, values):
@@ -84,7 +85,10 @@ def stage_slice(resolved: dict, stage: str, round_number: int | None = None) -> 
         return {"source": resolved["source"], "target": resolved["target"], "synthetic": resolved["synthetic"]}
     out["source"], out["target"] = resolved["source"], resolved["target"]
     if stage == "warmup":
-        out["warmup"] = resolved["warmup"]
+        warmup = dict(resolved["warmup"])
+        if "adversarial" in warmup:
+            warmup["adversarial"] = _without_later_defaults("adversarial", warmup["adversarial"])
+        out["warmup"] = warmup
     elif stage == "eval":
         out["metrics"], out["evaluation"] = resolved["metrics"], resolved["evaluation"]
     elif stage == "oracle":   # the warm-up's model and source-only budget, trained and evaluated on the target

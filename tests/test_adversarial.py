@@ -10,7 +10,7 @@ import torch
 
 from hiast import engine
 from hiast.adversarial import (Discriminator, build_discriminator, discriminator_input, discriminator_step,
-                               gan_loss, generator_step, make_optimizers, mean_entropy, self_information,
+                               gan_loss, generator_step, judge, make_optimizers, mean_entropy, self_information,
                                train_adversarial)
 from hiast.model import build_model
 from hiast.scenario import AdversarialStage
@@ -187,6 +187,38 @@ def test_discriminator_step_learns_to_separate():
         assert d(src).mean() > d(tgt).mean()
 
 
+def test_judge_in_fp32_is_the_plain_forward_and_in_bf16_runs_the_convolutions_in_bfloat16():
+    d = build_discriminator(C, seed=0)
+    x = torch.softmax(torch.randn(2, C, 64, 64, generator=torch.Generator().manual_seed(1)), 1)
+    with torch.no_grad():
+        plain = d(x)
+        assert torch.equal(judge(d, x), plain) and torch.equal(judge(d, x, "fp32"), plain)
+        seen = []
+        hook = d.conv1.register_forward_hook(lambda module, inputs, output: seen.append(output.dtype))
+        try:
+            scores = judge(d, x, "bf16")
+        finally:
+            hook.remove()
+    assert seen == [torch.bfloat16] and scores.dtype == torch.float32 and scores.shape == plain.shape
+    assert not torch.equal(scores, plain)                       # another rounding
+    assert torch.allclose(scores, plain, rtol=0.05, atol=0.02)  # of the same scores
+    assert all(p.dtype == torch.float32 for p in d.parameters())
+    with pytest.raises(ValueError, match="discriminator_precision"):
+        judge(d, x, "fp16")
+
+
+def test_a_bf16_discriminator_keeps_float32_weights_and_trains():
+    stage = _stage(discriminator_precision="bf16", gan_loss="bce", discriminator_lr=1e-3)
+    d = build_discriminator(C, seed=0)
+    _, d_opt = make_optimizers(_model(), d, stage)
+    src = torch.zeros(2, C, 32, 32)
+    src[:, 0] = 1.0
+    tgt = torch.full((2, C, 32, 32), 1 / C)
+    losses = [discriminator_step(d, d_opt, src, tgt, stage) for _ in range(10)]
+    assert losses[-1] < losses[0]
+    assert all(p.dtype == torch.float32 and p.grad.dtype == torch.float32 for p in d.parameters())
+
+
 # -------------------------------------------------------------------------------------------- training
 
 
@@ -207,6 +239,14 @@ def test_train_adversarial_runs(kind, loss):
     for values in hist.values():
         assert len(values) == 3 and all(math.isfinite(v) for v in values)
     assert not _same(before, _params(model))
+
+
+def test_train_adversarial_with_a_bf16_discriminator_is_deterministic_and_another_run():
+    fp32 = _run(_stage(iterations=2), seed=3)
+    bf16 = [_run(_stage(iterations=2, discriminator_precision="bf16"), seed=3) for _ in range(2)]
+    assert _same(_params(bf16[0][0]), _params(bf16[1][0])) and bf16[0][2] == bf16[1][2]
+    assert bf16[0][2]["seg"][0] == fp32[2]["seg"][0]            # the first source loss comes before D
+    assert bf16[0][2]["adv"] != fp32[2]["adv"] and all(math.isfinite(v) for v in bf16[0][2]["d_loss"])
 
 
 def test_train_adversarial_is_deterministic():

@@ -29,6 +29,7 @@ def test_official_defaults():
     t = r.train
     assert (t.iterations, t.batch_size, t.lr, t.head_lr_mult) == (8000, 6, 3e-6, 10.0)
     assert (t.kld_weight, t.entropy_weight, t.consistency_weight, t.ema_momentum) == (0.1, 1.0, 0.5, 0.999)
+    assert s.warmup.adversarial.discriminator_precision == "fp32"             # the official code's
 
 
 def write(tmp_path, text):
@@ -51,6 +52,11 @@ def test_scenario_errors_name_the_key(tmp_path):
     with pytest.raises(ConfigError, match=r"rounds\[0\]\.train\.bn_statistics: 'frozn' is not allowed; expected one "
                                           r"of \['student', 'frozen', 'target'\]"):
         load_scenario(write(tmp_path, "rounds: [{train: {bn_statistics: frozn}}]\n"))
+    with pytest.raises(ConfigError, match=r"warmup\.adversarial\.discriminator_precision: 'fp16' is not allowed; "
+                                          r"expected one of \['fp32', 'bf16'\]"):
+        load_scenario(write(tmp_path, "warmup: {adversarial: {discriminator_precision: fp16}}\n"))
+    assert load_scenario(write(tmp_path, "warmup: {adversarial: {discriminator_precision: bf16}}\n")) \
+        .warmup.adversarial.discriminator_precision == "bf16"
 
 
 def test_split_rows_holdout_and_cap(tmp_path):

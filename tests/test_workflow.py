@@ -69,6 +69,25 @@ def test_option_added_later_at_its_default_leaves_the_params_unchanged(part, key
     assert changed == {(part, 1)}
 
 
+def test_the_discriminator_precision_at_its_default_leaves_the_warmup_params_unchanged():
+    """warmup.adversarial.discriminator_precision (added after results existed): at "fp32" it is not in the
+    warm-up's params; "bf16" is passed, and changes the warm-up's params only (every round follows from the
+    warm-up's file, not from its params)."""
+    assert hw.LATER_DEFAULTS["adversarial"]["discriminator_precision"] == "fp32"
+    raw = resolved()
+    text = hw.stage_json(raw, "warmup")
+    assert '"discriminator_precision"' not in text and '"discriminator_lr"' in text
+    assert hw.scenario_from_json(text).warmup.adversarial.discriminator_precision == "fp32"
+    changed_raw = json.loads(json.dumps(raw))
+    changed_raw["warmup"]["adversarial"]["discriminator_precision"] = "bf16"
+    assert hw.scenario_from_json(hw.stage_json(changed_raw, "warmup")).warmup.adversarial.discriminator_precision == "bf16"
+    stages = [("warmup", None), ("oracle", None), ("eval", None)] + [
+        (stage, r) for stage in ("pseudo", "bank", "train") for r in (1, 2, 3)]
+    changed = {(stage, r) for stage, r in stages if hw.stage_json(raw, stage, r) != hw.stage_json(changed_raw, stage, r)}
+    assert changed == {("warmup", None)}
+    assert raw["warmup"]["adversarial"]["discriminator_precision"] == "fp32"   # the slice copied, not edited
+
+
 @pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "config" / "scenarios").glob("*.yaml")))
 def test_every_stage_slice_of_every_shipped_scenario_rebuilds(name):
     # A slice leaves `metrics` out; an oxford9 scenario must still rebuild (its default metric is mIoU-9).

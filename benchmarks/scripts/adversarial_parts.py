@@ -1,11 +1,13 @@
 """Where an adversarial warm-up iteration's time goes, against a source-only one, for the embedded model
 (synthetic GTA5 -> CS: batch 4 at 128x256, ResNet-18 DeepLabV2 in bf16 + channels_last) at 1 torch thread (the
 default run's): the generator step, the discriminator step, and the discriminator alone (fp32, as it runs;
-with bf16 autocast and a channels_last input for comparison; neither is used). Random inputs and weights;
-median of 5 after one warm call. Run from a checkout:
+with bf16 autocast and a channels_last input for comparison), and the iteration with the option
+`warmup.adversarial.discriminator_precision: bf16` (off by default). Random inputs and weights; median of 5
+after one warm call. Run from a checkout:
 
     python benchmarks/scripts/adversarial_parts.py
 """
+import dataclasses
 import statistics
 import time
 
@@ -52,8 +54,16 @@ out = generator_step()
 d_input = out.target_input.clone().requires_grad_(True)
 
 
-def discriminator_step():
+def discriminator_step(stage=stage):
     adversarial.discriminator_step(discriminator, d_opt, out.source_input, out.target_input, stage)
+
+
+bf16_stage = dataclasses.replace(stage, discriminator_precision="bf16")
+
+
+def bf16_iteration():
+    adversarial.generator_step(model, discriminator, seg_opt, source, labels, target, bf16_stage)
+    discriminator_step(bf16_stage)
 
 
 def d_forward(x=d_input, bf16=False):
@@ -70,9 +80,10 @@ def d_forward_input_backward():     # what the generator step pays for D: its we
 parts = {"source-only step": source_only_step, "generator step (source + target + D frozen)": generator_step,
          "discriminator step (D on both, its backward, Adam)": discriminator_step,
          "D forward, fp32 (as run)": d_forward, "D forward + input backward, fp32": d_forward_input_backward,
-         "D forward, bf16 autocast (not used)": lambda: d_forward(bf16=True),
+         "D forward, bf16 autocast": lambda: d_forward(bf16=True),
          "D forward, fp32, channels_last input (not used)":
-             lambda: d_forward(d_input.detach().contiguous(memory_format=torch.channels_last))}
+             lambda: d_forward(d_input.detach().contiguous(memory_format=torch.channels_last)),
+         "adversarial iteration, discriminator_precision: bf16": bf16_iteration}
 figures = {name: median_ms(fn) for name, fn in parts.items()}
 for name, ms in figures.items():
     print(f"{name}: {ms:.0f} ms", flush=True)
@@ -80,3 +91,5 @@ whole = figures["generator step (source + target + D frozen)"] + figures["discri
 print(f"adversarial iteration {whole:.0f} ms = {whole / figures['source-only step']:.1f}x a source-only one; "
       f"D's part (its forward + input backward in the generator step, and the discriminator step) "
       f"{(figures['D forward + input backward, fp32'] + figures['discriminator step (D on both, its backward, Adam)']) / whole:.0%}")
+print(f"with discriminator_precision: bf16 {figures['adversarial iteration, discriminator_precision: bf16']:.0f} ms "
+      f"({figures['adversarial iteration, discriminator_precision: bf16'] / whole:.2f}x)")
