@@ -353,7 +353,8 @@ def wall_and_cpu(fn) -> tuple[float, float]:
     fn()
     wall, cpu = time.perf_counter() - begin, time.process_time() - cpu
     after = os.times()
-    return wall, cpu + (after.children_user - children.children_user) + (after.children_system - children.children_system)
+    children_cpu = (after.children_user - children.children_user) + (after.children_system - children.children_system)
+    return wall, cpu + children_cpu
 
 
 # --- a self-training iteration against a bare forward/backward -----------------------------------------------
