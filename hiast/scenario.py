@@ -78,7 +78,7 @@ class AdversarialStage:
     gan_loss: str = field("lsgan", choices=("bce", "lsgan"))  # official default: LSGAN (MSE)
     # D's compute (the official code: fp32, which the model's precision does not change). "bf16": D under bfloat16
     # autocast; on the embedded benchmark's CPU D in fp32 is over half of an adversarial iteration, which bf16
-    # cuts to 0.74x; other rounding, so another warm-up (BENCHMARKS.md, "Where the warm-ups' time goes").
+    # cuts to 0.74-0.78x; other rounding, so another warm-up (BENCHMARKS.md, "Where the warm-ups' time goes").
     discriminator_precision: str = field("fp32", choices=("fp32", "bf16"))
     target_entropy_weight: float = field(0.0, low=0)            # MinEnt on the whole target image
     source_weight: float = field(1.0, low=0)
