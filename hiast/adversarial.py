@@ -61,6 +61,7 @@ log = logging.getLogger(__name__)
 
 DISCRIMINATOR_INPUTS = ("softmax", "entropy")
 GAN_LOSSES = ("bce", "lsgan")
+DISCRIMINATOR_PRECISIONS = ("fp32", "bf16")
 SOURCE_LABEL, TARGET_LABEL = 1.0, 0.0
 # Each of D's five 4x4/stride-2/padding-1 convs maps a side n to n // 2.
 DISCRIMINATOR_STRIDE = 32
@@ -139,8 +140,8 @@ def discriminator_input(logits: torch.Tensor, size=None, kind: str = "softmax") 
 
 def judge(discriminator: nn.Module, x: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
     """D's raw scores of `x` as float32: in fp32, or computed under bfloat16 autocast ("bf16")."""
-    if precision not in ("fp32", "bf16"):
-        raise ValueError(f"discriminator_precision: expected 'fp32' or 'bf16', got {precision!r}")
+    if precision not in DISCRIMINATOR_PRECISIONS:
+        raise ValueError(f"discriminator_precision: expected one of {DISCRIMINATOR_PRECISIONS}, got {precision!r}")
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
         scores = discriminator(x)
     return scores.float()
