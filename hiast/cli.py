@@ -542,7 +542,11 @@ def main(argv: list[str] | None = None) -> int:
     from hiast.diskspace import DiskSpaceError
     from hiast.model import CheckpointError
     from hiast.allocator import keep_freed_memory
-    keep_freed_memory()          # large CPU tensors reuse freed heap blocks instead of faulting in fresh pages
+    try:
+        keep_freed_memory()      # large CPU tensors reuse freed heap blocks instead of faulting in fresh pages
+    except ValueError as err:
+        print(f"hiast {args.command}: error: {err}", file=sys.stderr)
+        return 2
     try:
         args.func(args)
     except (DatasetError, ConfigError, CheckpointError, H5FormatError, Diverged, DiskSpaceError) as err:
