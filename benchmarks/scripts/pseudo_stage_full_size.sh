@@ -3,6 +3,7 @@
 # (DeepLabV2 ResNet-101, fresh weights, 768x1536 from 1024x2048) on IMAGES Cityscapes-format images that the
 # embedded generator draws at 1024x2048, once per HIAST_MALLOC mode given (default: reuse heap), in that order.
 # Loader processes off (pseudo.workers=0), as in the embedded default run, so the streams decode.
+# IMAGES: a multiple of 2 x THREADS (instances of 2, one stream per thread), or a stream idles.
 #
 #   bash benchmarks/scripts/pseudo_stage_full_size.sh THREADS IMAGES REPEATS OUTDIR [MODE...]
 #
@@ -10,6 +11,10 @@
 set -euo pipefail
 threads=${1:?threads} images=${2:?images} repeats=${3:?repeats} outdir=${4:?output folder}
 shift 4
+if (( images % (2 * threads) )); then
+    echo "IMAGES=$images: expected a multiple of 2 x THREADS = $((2 * threads)) (instances of 2, one stream per thread)" >&2
+    exit 2
+fi
 if [ $# -gt 0 ]; then modes=("$@"); else modes=(reuse heap); fi
 hiast=${HIAST:-.venv/bin/hiast}
 work=$(mktemp -d)
