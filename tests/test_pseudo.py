@@ -128,6 +128,29 @@ def test_select_hand_case_numpy_and_torch():
     assert pseudo.select(conf, pred, pseudo.ct_thresholds(3)).tolist() == [[255, 1], [255, 255]]
 
 
+def test_select_largest_class_id_and_non_contiguous_input():
+    # 255 thresholds: class 254 is the largest id a uint8 label can hold beside 255 (ignore)
+    thresholds = np.full(255, 0.5)
+    conf = np.array([[0.6, 0.4], [0.5, 0.1]], dtype=np.float32)
+    pred = np.array([[254, 254], [0, 7]], dtype=np.int64)
+    assert pseudo.select(conf, pred, thresholds).tolist() == [[254, 255], [0, 255]]
+    # transposed (non-contiguous) torch input: the same as the contiguous one, transposed
+    out = pseudo.select(torch.from_numpy(conf).T, torch.from_numpy(pred).T, thresholds)
+    assert out.tolist() == [[254, 0], [255, 255]]
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int64, torch.uint8])
+def test_ias_step_leaves_the_callers_arrays_unchanged(dtype):
+    # the histogram key is built in place: it must be on a copy of the predictions, whatever their dtype
+    gen = torch.Generator().manual_seed(0)
+    conf = torch.rand(2, 6, 8, generator=gen, dtype=torch.float32)
+    pred = torch.randint(0, 4, (2, 6, 8), generator=gen).to(dtype)
+    conf_before, pred_before = conf.clone(), pred.clone()
+    pseudo.IASState(4, 0.5, 0.9, 8.0).step(conf, pred)
+    pseudo.ias_update(np.full(4, 0.9), conf.double(), pred, 0.5, 0.9, 8.0)
+    assert torch.equal(conf, conf_before) and torch.equal(pred, pred_before)
+
+
 def test_ct_nt_thresholds():
     assert pseudo.ct_thresholds(3).tolist() == [0.9, 0.9, 0.9]
     assert pseudo.ct_thresholds(2, 0.7).tolist() == [0.7, 0.7]
