@@ -4,12 +4,15 @@ DeepLabV2 ResNet-101 (the GTA5 -> Cityscapes scenario's model, fp32, random weig
 T single-threaded forwards side by side in threads: `stages.forward_streams`). Each mode and way runs in a fresh
 process, alternated `ROUNDS` times; each process times `PASSES` forwards after none (the first pass is included:
 the labeller's first instance pays it too) and reports wall, user and system CPU seconds and peak resident
-memory. Nothing is read from disk.
+memory. Nothing is read from disk. MODE: a HIAST_MALLOC mode, or `reuse+thp` (the default settings with torch's
+transparent-huge-page switch, THP_MEM_ALLOC_ENABLE=1); the first one given is the reference of the ratios.
 
-    python benchmarks/scripts/malloc_large_tensors.py [THREADS=2] [ROUNDS=2] [PASSES=2]
+    python benchmarks/scripts/malloc_large_tensors.py [THREADS=2] [ROUNDS=2] [PASSES=2] [MODE... (reuse heap)]
+    python benchmarks/scripts/malloc_large_tensors.py 2 2 2 reuse reuse+thp     # huge pages instead
 """
 import json
 import os
+import statistics
 import subprocess
 import sys
 
@@ -51,31 +54,36 @@ print(json.dumps({"applied": applied, "samples": samples,
 
 
 def run(mode: str, way: str, threads: int, passes: int) -> dict:
-    env = {**os.environ, "HIAST_MALLOC": mode}
+    malloc, _, thp = mode.partition("+")
+    env = {**os.environ, "HIAST_MALLOC": malloc, "THP_MEM_ALLOC_ENABLE": "1" if thp == "thp" else "0"}
     out = subprocess.run([sys.executable, "-c", CHILD, way, str(threads), str(passes)], env=env, check=True,
                          capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
 def main() -> None:
-    threads, rounds, passes = (int(a) for a in [*sys.argv[1:], "2", "2", "2"][:3])
+    threads, rounds, passes = (int(a) for a in [*sys.argv[1:4], "2", "2", "2"][:3])
+    modes = sys.argv[4:] or ["reuse", "heap"]
+    if len(modes) < 2 or any(m not in ("reuse", "heap", "default", "reuse+thp") for m in modes):
+        raise SystemExit(f"modes {modes}: expected two or more of reuse, heap, default, reuse+thp")
+    reference, others = modes[0], modes[1:]
     results = {}
     for round_index in range(rounds):
         for way in ("one_forward", "streams"):
-            for mode in ("reuse", "heap"):
+            for mode in modes:
                 result = run(mode, way, threads, passes)
                 results.setdefault((way, mode), []).append(result)
                 walls = ", ".join(f"{s['wall_s']:.1f}" for s in result["samples"])
                 cpu = ", ".join(f"{s['user_s']:.1f}/{s['sys_s']:.1f}" for s in result["samples"])
-                print(f"round {round_index + 1} {way:11s} HIAST_MALLOC={mode:5s}: wall {walls} s; user/sys {cpu} s; "
+                print(f"round {round_index + 1} {way:11s} {mode:9s}: wall {walls} s; user/sys {cpu} s; "
                       f"peak RSS {result['peak_rss_mib']:.0f} MiB", flush=True)
     for way in ("one_forward", "streams"):
-        per = {mode: [s["wall_s"] for r in results[(way, mode)] for s in r["samples"]] for mode in ("reuse", "heap")}
-        rss = {mode: max(r["peak_rss_mib"] for r in results[(way, mode)]) for mode in ("reuse", "heap")}
-        median = {mode: sorted(v)[len(v) // 2] for mode, v in per.items()}
-        print(f"{way}: median wall reuse {median['reuse']:.1f} s, heap {median['heap']:.1f} s: heap/reuse "
-              f"{median['heap'] / median['reuse']:.2f}; peak RSS reuse {rss['reuse']:.0f} MiB, heap {rss['heap']:.0f} "
-              f"MiB ({rss['heap'] / rss['reuse']:.2f}x)")
+        median = {m: statistics.median(s["wall_s"] for r in results[(way, m)] for s in r["samples"]) for m in modes}
+        rss = {m: max(r["peak_rss_mib"] for r in results[(way, m)]) for m in modes}
+        for mode in others:
+            print(f"{way}: median wall {reference} {median[reference]:.1f} s, {mode} {median[mode]:.1f} s: "
+                  f"{median[mode] / median[reference]:.2f}x; peak RSS {rss[reference]:.0f} -> {rss[mode]:.0f} MiB "
+                  f"({rss[mode] / rss[reference]:.2f}x)")
 
 
 if __name__ == "__main__":
