@@ -16,6 +16,8 @@ import statistics
 import subprocess
 import sys
 
+from hiast.allocator import MODES
+
 CHILD = r"""
 import json, os, resource, sys, threading, time
 import torch
@@ -64,8 +66,9 @@ def run(mode: str, way: str, threads: int, passes: int) -> dict:
 def main() -> None:
     threads, rounds, passes = (int(a) for a in [*sys.argv[1:4], "2", "2", "2"][:3])
     modes = sys.argv[4:] or ["reuse", "heap"]
-    if len(modes) < 2 or any(m not in ("reuse", "heap", "default", "reuse+thp") for m in modes):
-        raise SystemExit(f"modes {modes}: expected two or more of reuse, heap, default, reuse+thp")
+    known = (*MODES, "reuse+thp")
+    if len(modes) < 2 or any(m not in known for m in modes):
+        raise SystemExit(f"modes {modes}: expected two or more of {', '.join(known)}")
     reference, others = modes[0], modes[1:]
     results = {}
     for round_index in range(rounds):
