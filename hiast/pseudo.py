@@ -60,6 +60,13 @@ def _host(array) -> np.ndarray:
     return np.asarray(array)
 
 
+def _to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A host array on `device`. To a GPU through pinned memory without blocking: a copy from pageable memory
+    would make the host wait until the device has run everything queued before it."""
+    tensor = torch.from_numpy(np.ascontiguousarray(array))
+    return tensor.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else tensor.to(device)
+
+
 def _sync_free(tensor: torch.Tensor) -> bool:
     """Whether `tensor`'s device must be spared operators that make the host wait for it (CUDA's bincount
     reads its input's maximum first) and float atomics (which add in no fixed order): anything but a CPU."""
@@ -138,7 +145,7 @@ class _ClassHistogram:
         table = np.zeros(classes * bins, dtype=bool)
         table[marked] = True
         device = self.values.device
-        members = torch.from_numpy(table).to(device).index_select(0, self.key).nonzero().squeeze(1)
+        members = _to_device(table, device).index_select(0, self.key).nonzero().squeeze(1)
         member_keys, member_values = self.key[members], self.values[members]
         order = torch.sort(member_values).indices
         order = order[torch.sort(member_keys[order], stable=True).indices]   # by (bin key, value)
@@ -146,7 +153,7 @@ class _ClassHistogram:
         sizes = self.hist.reshape(-1)[marked]
         starts = np.cumsum(sizes) - sizes
         position = starts[np.searchsorted(marked, wanted[sort])] + (ranks - before)[sort]
-        out[sort] = _host(member_values[order[torch.from_numpy(position).to(device)]])
+        out[sort] = _host(member_values[order[_to_device(position, device)]])
         return out
 
 
@@ -255,8 +262,7 @@ def select(conf, pred, thresholds):
         raise ValueError("at most 255 classes fit uint8 labels")
     if values.dtype in (torch.float16, torch.bfloat16):
         values = values.to(torch.float32)
-    table = torch.from_numpy(_round_up(thr)).to(values.device) if values.dtype == torch.float32 else \
-        torch.from_numpy(thr).to(values.device, values.dtype)
+    table = _to_device(_round_up(thr) if values.dtype == torch.float32 else thr, values.device).to(values.dtype)
     keep = values >= table.index_select(0, index.reshape(-1).to(torch.int32)).reshape(index.shape)
     # pred | 0 where kept, pred | 255 = 255 where not (keep as uint8, minus 1, wraps 0 to 255): branch-free, where
     # torch.where's element-wise choice on an irregular mask ran at ~3 ns a pixel (BENCHMARKS.md, "The IAS step")
