@@ -347,8 +347,8 @@ def class_mean_confidence_update(mean_conf, conf, labels, momentum: float = 0.99
 
     For each class c with kept pixels (labels == c) in this instance, b_c = mean conf over them, and
     mean_conf[c] <- b_c if mean_conf[c] == 0 else momentum * mean_conf[c] + (1 - momentum) * b_c.
-    Classes without kept pixels are unchanged. Sums in float64, deterministic (the official code averages
-    float32). Returns a new float64 array of `mean_conf`'s kind (a torch tensor on its device, or numpy).
+    Classes without kept pixels are unchanged. Sums deterministic, exact where float64 sums are (`_kept_sums`;
+    the official code averages float32). Returns a new float64 array of `mean_conf`'s kind (a torch tensor on its device, or numpy).
     """
     values = _as_tensor(conf)
     old = _host(mean_conf).astype(np.float64)
