@@ -44,7 +44,7 @@ CLAMP = 0.999
 # The passes over the pixels run on the input's device (a GPU keeps them); the arithmetic over [C] classes and
 # [C, bins] histograms runs on the host in numpy, with the same IEEE float64 operations that torch would do.
 # So a GPU runs a few dozen kernels per step and waits for them a few times (BENCHMARKS.md, "The IAS step on a
-# device"), where one torch operator per small array cost ~200 launches. The result is exactly np.quantile's.
+# device"), where one torch operator per small array cost ~250 launches. The result is exactly np.quantile's.
 
 _CODE = {torch.float32: (torch.int32, 20, 1016), torch.float64: (torch.int64, 49, 8184)}
 _NUMPY = {torch.float32: np.float32, torch.float64: np.float64}
