@@ -80,6 +80,38 @@ def test_evaluate_counts_every_pixel_of_the_split():
     assert confusion.tolist() == [[3 * 11, 0], [3 * 12, 0]]
 
 
+
+def test_evaluate_predicts_the_first_of_tied_classes_as_argmax_does():
+    """Ties are where max's indices and argmax could part: every pixel below has classes 1 and 2 tied at the
+    top, and a channels-last input (the model's layout) must not change which one wins."""
+    class Tied(nn.Module):
+        def forward(self, x):
+            logits = torch.zeros(x.shape[0], 4, *x.shape[-2:])
+            logits[:, 1:3] = 2.0
+            logits[:, 3] = 1.0
+            return logits.contiguous(memory_format=torch.channels_last)
+
+    class Items(torch.utils.data.Dataset):
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, i):
+            return {"image": torch.zeros(3, 8, 8, dtype=torch.uint8), "label": torch.full((8, 8), 2, dtype=torch.uint8),
+                    "image_id": str(i)}
+
+    probs = engine.predict(Tied(), torch.zeros(1, 3, 8, 8))
+    assert probs.argmax(1).unique().tolist() == [1]
+    confusion = engine.evaluate(Tied(), Items(), 4, torch.device("cpu"), batch_size=2)
+    assert confusion[2].tolist() == [0, 2 * 64, 0, 0]    # every class-2 pixel predicted as 1, the first tied
+    assert int(confusion.sum()) == 2 * 64
+
+
+def test_one_view_returns_the_softmax_itself():
+    images = torch.zeros(1, 3, 16, 32)
+    probs = engine.predict(SizeLogits(), images)
+    expected = torch.nn.functional.softmax(SizeLogits()(images), 1)
+    assert torch.equal(probs, expected)
+
 # --- prefetched: a background thread loads ahead ---------------------------------------------------------------
 
 def test_prefetched_yields_every_item_in_order():
