@@ -20,7 +20,7 @@ rule warmup:
     benchmark:
         f"{RESULTS}/{{scenario}}/benchmarks/warmup.tsv"
     # The warm-ups are the longest jobs: started first, they run beside other scenarios' rounds instead of
-    # leaving a core idle at the end (default run: two 1-thread jobs at a time, three scenarios). Their
+    # leaving a core idle at the end (default run: three 1-thread job slots on 2 cores, three scenarios). Their
     # manifests have the same priority (data.smk).
     priority: SETUP_PRIORITY
     threads: JOB_THREADS
