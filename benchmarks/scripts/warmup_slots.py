@@ -10,14 +10,13 @@ Alternated ROUNDS times. Run from a checkout with the default run's data/ and ma
 import hashlib
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from hiast import workflow
+from hiast import speed, workflow
 from hiast.experiments import resolve_run
 
 SCENARIOS = ("synthetic_gta5_to_cityscapes", "synthetic_synthia_to_cityscapes", "synthetic_cityscapes_to_oxford")
@@ -35,39 +34,38 @@ def command(name: str, out: Path) -> list[str]:
             "--output", str(out / f"{name}.pt"), "--state-dir", str(out / f"{name}_state"), "--threads", "1"]
 
 
-def run(slots: int, out: Path) -> tuple[float, float]:
-    """Wall seconds of the three warm-ups with at most `slots` running at once, and their CPU seconds."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    begin = time.perf_counter()
-    waiting = [command(name, out) for name in SCENARIOS]
-    running: list[subprocess.Popen] = []
+def run(slots: int, out: Path) -> None:
+    """The three warm-ups with at most `slots` running at once."""
+    waiting = list(SCENARIOS)
+    running: dict[int, str] = {}
     while waiting or running:
         while waiting and len(running) < slots:
-            running.append(subprocess.Popen(waiting.pop(0), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            name = waiting.pop(0)
+            proc = subprocess.Popen(command(name, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            running[proc.pid] = name
         pid, status = os.wait()
+        name = running.pop(pid)
         if status:
-            raise SystemExit(f"a warm-up failed (wait status {status}): {waiting}")
-        running = [proc for proc in running if proc.pid != pid]
-    wall = time.perf_counter() - begin
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+            raise SystemExit(f"the warm-up of {name} failed (wait status {status})")
 
 
 def hashes(out: Path) -> dict[str, str]:
     return {name: hashlib.sha256((out / f"{name}.pt").read_bytes()).hexdigest()[:12] for name in SCENARIOS}
 
 
-report = {"source_iterations": source_iterations, "adversarial_iterations": adversarial_iterations,
-          "usable_cpus": len(os.sched_getaffinity(0)), "runs": []}
+cpus = speed.usable_cpus()
+runs = []
 for r in range(rounds):
     for slots in (2, 3):
         with tempfile.TemporaryDirectory() as tmp:
-            wall, cpu = run(slots, Path(tmp))
+            wall, cpu = speed.wall_and_cpu(lambda: run(slots, Path(tmp)))
             entry = {"round": r, "slots": slots, "wall_s": round(wall, 2), "cpu_s": round(cpu, 2),
-                     "cpu_utilisation": round(cpu / wall / report["usable_cpus"], 3), "weights": hashes(Path(tmp))}
-        report["runs"].append(entry)
+                     "cpu_utilisation": round(cpu / wall / cpus, 3), "weights": hashes(Path(tmp))}
+        runs.append(entry)
         print(json.dumps(entry), flush=True)
-walls = {slots: sorted(e["wall_s"] for e in report["runs"] if e["slots"] == slots) for slots in (2, 3)}
-same = all(e["weights"] == report["runs"][0]["weights"] for e in report["runs"])
-print(json.dumps({"wall_s": walls, "ratio_3_to_2_per_round": [round(b["wall_s"] / a["wall_s"], 3) for a, b in
-                  zip(report["runs"][0::2], report["runs"][1::2])], "same_weights": same}))
+walls = {slots: sorted(e["wall_s"] for e in runs if e["slots"] == slots) for slots in (2, 3)}
+same = all(e["weights"] == runs[0]["weights"] for e in runs)
+print(json.dumps({"source_iterations": source_iterations, "adversarial_iterations": adversarial_iterations,
+                  "wall_s": walls, "ratio_3_to_2_per_round": [round(b["wall_s"] / a["wall_s"], 3)
+                                                              for a, b in zip(runs[0::2], runs[1::2])],
+                  "same_weights": same}))
